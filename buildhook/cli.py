@@ -1,0 +1,197 @@
+"""``buildhook``: the command line.  Thin: parse arguments, call a stage, print.
+
+Exit status: 0 success, 1 error (one line on stderr saying what and why),
+2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Callable
+
+from buildhook import __version__
+from buildhook.settings import SETTINGS, Settings, SettingsError
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can act on; the message says how."""
+
+
+def _open_store(settings: Settings, must_exist: bool = True):  # type: ignore[no-untyped-def]
+    from buildhook.store import Store
+
+    store = Store(settings.store_path)
+    if must_exist and not store.exists():
+        raise CommandError(
+            f"no store at {store.root}: nothing was recorded yet (build with CC=buildhook-cc, "
+            "or point BUILDHOOK_STORE at the store the build used)"
+        )
+    return store
+
+
+def cmd_builds(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    links = store.records.links()
+    tags = store.records.release_tags_by_link()
+    if args.json:
+        print(json.dumps([link.to_json(tags.get(link.id or -1)) for link in links], indent=2))
+        return 0
+    if not links:
+        print(f"no links recorded in {store.root}")
+    for link in links:
+        from buildhook.store.records import iso_time
+
+        released = f"  releases: {', '.join(tags[link.id])}" if link.id in tags else ""
+        print(f"#{link.id}  {iso_time(link.time)}  {link.binary}")
+        print(f"     build-id {link.build_id or '(none)'}  {len(link.objects)} objects{released}")
+        if args.verbose:
+            for item in link.objects:
+                print(f"       {item.sha256[:12]}  {item.display_path}")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.store import ReleaseError
+
+    store = _open_store(settings)
+    try:
+        release = store.release(args.tag, args.binaries or None)
+    except ReleaseError as exc:
+        raise CommandError(str(exc)) from exc
+    for link in release.links:
+        print(f"released {link.binary} (build-id {link.build_id}) as {release.tag}")
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    releases = store.records.releases()
+    if args.json:
+        print(json.dumps([release.to_json() for release in releases], indent=2))
+        return 0
+    if not releases:
+        print(f"no releases in {store.root} (make one with `buildhook release TAG`)")
+    for release in releases:
+        from buildhook.store.records import iso_time
+
+        print(f"{release.tag}  {iso_time(release.time)}")
+        for link in release.links:
+            print(f"    {link.binary}  build-id {link.build_id}")
+    return 0
+
+
+def cmd_store_gc(args: argparse.Namespace, settings: Settings) -> int:
+    store = _open_store(settings)
+    report = store.gc(keep_days=args.keep_days)
+    print(f"removed {report.links_removed} links, {report.compiles_removed} compile records, "
+          f"{report.blobs_removed} blobs ({report.bytes_freed / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_store_path(args: argparse.Namespace, settings: Settings) -> int:
+    print(settings.store_path)
+    return 0
+
+
+def cmd_cmake_dir(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.integrations import cmake_dir
+
+    print(cmake_dir())
+    return 0
+
+
+def cmd_scons_dir(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.integrations import scons_site_dir
+
+    print(scons_site_dir())
+    return 0
+
+
+def cmd_flags(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.wrap.flags import GCC, compile_flags, link_flags
+
+    if args.link is not None:
+        words = link_flags(settings, None, args.link)
+    else:
+        words = compile_flags(settings, GCC)
+    print(shlex.join(words))
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.settings import config_path
+
+    print(f"config file: {config_path()}")
+    for setting in SETTINGS:
+        value = settings.store_path if setting.key == "store" else settings[setting.key]
+        print(f"{setting.env:30} {setting.key:18} = {value!s:12}  {setting.doc}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="buildhook", description="Hot patches as a by-product of the build.")
+    parser.add_argument("--version", action="version", version=f"buildhook {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace, Settings], int], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(func=func)
+        return command
+
+    builds = add("builds", cmd_builds, "list recorded links (one entry per link)")
+    builds.add_argument("--json", action="store_true", help="machine-readable list")
+    builds.add_argument("-v", "--verbose", action="store_true", help="list each link's objects")
+    release = add("release", cmd_release, "mark the latest link of each binary (or the named ones) as release TAG")
+    release.add_argument("tag")
+    release.add_argument("binaries", nargs="*", metavar="BINARY")
+    releases = add("releases", cmd_releases, "list releases")
+    releases.add_argument("--json", action="store_true")
+    store = add("store", lambda a, s: 0, "store maintenance: `store gc`, `store path`")
+    store_sub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    gc = store_sub.add_parser("gc", help="drop what no release and no recent build needs")
+    gc.add_argument("--keep-days", type=float, default=14.0, help="keep builds newer than this (default 14)")
+    gc.set_defaults(func=cmd_store_gc)
+    store_sub.add_parser("path", help="print the store folder in use").set_defaults(func=cmd_store_path)
+    add("cmake-dir", cmd_cmake_dir, "print the folder to put on CMAKE_MODULE_PATH for include(BuildHook)")
+    add("scons-dir", cmd_scons_dir, "print the folder to pass to `scons --site-dir` for env.Tool('buildhook')")
+    flags = add("flags", cmd_flags, "print the flags buildhook-cc adds (compile, or link with --link MAPFILE)")
+    flags.add_argument("--compile", action="store_true", help="compile flags (the default)")
+    flags.add_argument("--link", metavar="MAPFILE", help="link flags, writing the map to MAPFILE")
+    add("settings", cmd_settings, "print every setting, its variable and its effective value")
+    demo = add("demo", cmd_demo, "build the sample server with the wrapper and show what was recorded")
+    demo.add_argument("--keep", action="store_true", help="keep the demo folder instead of deleting it")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+        return args.func(args, settings)
+    except (CommandError, SettingsError) as exc:
+        print(f"buildhook: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `buildhook builds --json | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # noqa: BLE001 - store errors etc. become one line
+        from buildhook.store import CorruptBlobError, MissingBlobError, StoreSchemaError
+
+        if isinstance(exc, (CorruptBlobError, MissingBlobError, StoreSchemaError)):
+            print(f"buildhook: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

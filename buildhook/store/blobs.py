@@ -1,0 +1,114 @@
+"""Content-addressed blobs: ``objects/ab/cdef…`` named by SHA-256.
+
+Many wrappers write at once under ``make -j``, so a blob is written to a
+private temporary file and renamed into place (atomic on one filesystem);
+two writers of the same content race harmlessly.  Reads verify the hash: a
+patch built from a silently corrupted object would be worse than none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class CorruptBlobError(Exception):
+    """A blob's content no longer matches its name."""
+
+
+class MissingBlobError(Exception):
+    """The store has no blob with that hash."""
+
+
+def sha256_of_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BlobStore:
+    """The blob half of the store, rooted at ``<store>/objects``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the blob with this hash lives (whether or not it exists)."""
+        return self.root / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store *data*; return its hash."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not self.has(sha256):
+            self._write_atomically(sha256, data)
+        return sha256
+
+    def put_file(self, path: str | os.PathLike[str]) -> str:
+        """Store the content of the file at *path*; return its hash."""
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return self.put_bytes(data)
+
+    def read(self, sha256: str) -> bytes:
+        """The blob's bytes, verified against its name."""
+        try:
+            data = self.path_for(sha256).read_bytes()
+        except FileNotFoundError as exc:
+            raise MissingBlobError(f"blob {sha256} is not in the store {self.root.parent}") from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise CorruptBlobError(
+                f"blob {sha256} in {self.path_for(sha256)} is corrupt (its content hashes to "
+                f"{actual}); rebuild the object or restore the store from a backup"
+            )
+        return data
+
+    def iter_hashes(self) -> list[str]:
+        """Every blob hash present on disk."""
+        hashes = []
+        if not self.root.is_dir():
+            return hashes
+        for prefix in sorted(os.listdir(self.root)):
+            folder = self.root / prefix
+            if len(prefix) != 2 or not folder.is_dir():
+                continue
+            hashes.extend(prefix + rest for rest in sorted(os.listdir(folder)))
+        return hashes
+
+    def remove(self, sha256: str) -> int:
+        """Delete a blob; return the bytes freed."""
+        path = self.path_for(sha256)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return size
+
+    def _write_atomically(self, sha256: str, data: bytes) -> None:
+        final = self.path_for(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix=sha256[:12] + ".")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp_name, 0o444)
+            os.rename(tmp_name, final)
+        except BaseException:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+            raise

@@ -1,0 +1,229 @@
+"""``buildhook-cc`` / ``buildhook-c++``: the compiler wrapper's entry points.
+
+The contract with the user's build: the same exit status, stdout, stderr and
+outputs as the real compiler (plus the documented flags), and never a silent
+change.  A problem inside buildhook either fails the build step with one
+line saying what and why, or, with ``BUILDHOOK_ON_ERROR=plain``, warns in one
+line and lets the build go on unrecorded.
+
+Start-up matters (this runs once per compile): the store, the ELF readers
+and the map parser are imported only on the paths that need them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Callable
+
+from buildhook.settings import Settings, SettingsError
+from buildhook.wrap.cmdline import DriverCommand, Mode, ResponseFileError, implicit_object_name, parse_driver_command
+from buildhook.wrap.flags import FlagConflict, check_conflicts, compile_flags, compiler_family, link_flags
+from buildhook.wrap.invocation import CompilerNotFound, Invocation, resolve_invocation
+
+if TYPE_CHECKING:
+    from buildhook.store import Store
+    from buildhook.wrap import recording
+
+
+class WrapperProblem(Exception):
+    """Something inside buildhook went wrong; the message is one line for the user."""
+
+
+class _Wrapper:
+    """One run of buildhook-cc: settings, the resolved command, its parse."""
+
+    def __init__(self, invocation: Invocation, settings: Settings, program: str) -> None:
+        self.invocation = invocation
+        self.settings = settings
+        self.program = program
+        self.cwd = os.getcwd()
+        self.family = compiler_family(invocation.compiler)
+
+    # -- running the real compiler ----------------------------------------
+
+    def run(self, words: list[str]) -> int:
+        """Run the compiler with inherited stdio; a signal death is passed on."""
+        try:
+            status = subprocess.call(self.invocation.prefix + words, env=self.invocation.child_environment())
+        except OSError as exc:
+            raise CompilerNotFound(f"cannot run {self.invocation.prefix[0]}: {exc.strerror}") from exc
+        if status < 0:
+            signal.signal(-status, signal.SIG_DFL)
+            os.kill(os.getpid(), -status)
+        return status
+
+    def exec_plain(self) -> int:
+        """Replace this process by the real compiler, exactly as called."""
+        command = self.invocation.prefix + self.invocation.args
+        try:
+            os.execvpe(command[0], command, self.invocation.child_environment())
+        except OSError as exc:
+            raise CompilerNotFound(f"cannot run {command[0]}: {exc.strerror}") from exc
+        return 127  # not reached
+
+    # -- the three interesting modes --------------------------------------
+
+    def main(self) -> int:
+        if self.settings.flag("disable") or self.invocation.depth > 0:
+            return self.exec_plain()
+        try:
+            command = parse_driver_command(self.invocation.args)
+        except ResponseFileError as exc:
+            return self.problem(str(exc))
+        if command.mode in (Mode.INFO, Mode.NO_OBJECT, Mode.PARTIAL_LINK):
+            return self.exec_plain()
+        if command.lto:
+            return self.problem(
+                "-flto is not supported: link-time optimisation merges code across objects, so no "
+                "object-level patch can be made; build without -flto (or set BUILDHOOK_DISABLE=1)"
+            )
+        try:
+            injected = compile_flags(self.settings, self.family)
+            check_conflicts(command.options, injected)
+        except FlagConflict as exc:
+            return self.problem(str(exc))
+        if command.mode is Mode.ASSEMBLY:
+            return self.run(injected + self.invocation.args)
+        if command.mode is Mode.COMPILE:
+            return self.compile(command, injected)
+        return self.link(command, injected)
+
+    def problem(self, message: str) -> int:
+        """Fail loudly, or degrade to a plain compile when the user configured that."""
+        if self.settings["on_error"] == "plain":
+            print(f"{self.program}: warning: {message}; compiling without buildhook", file=sys.stderr)
+            return self.exec_plain()
+        print(f"{self.program}: error: {message}", file=sys.stderr)
+        return 1
+
+    def recording_wanted(self, output: str) -> bool:
+        if not self.settings.flag("record"):
+            return False
+        parts = os.path.normpath(output).split(os.sep)
+        return not any(fnmatch.fnmatch(part, glob) for part in parts for glob in self.settings.skip_output_globs)
+
+    def compile(self, command: DriverCommand, injected: list[str]) -> int:
+        status = self.run(injected + self.invocation.args)
+        if status != 0:
+            return status
+        from buildhook.wrap import recording  # only now: keeps plain runs light
+
+        objects = [
+            recording.CompiledObject(recording.absolute(source.path, self.cwd),
+                                     recording.absolute(output, self.cwd), source.language)
+            for source, output in command.object_outputs()
+            if self.recording_wanted(output)
+        ]
+        if objects:
+            flags = injected + command.expanded
+            self.record(lambda store: recording.record_compile(store, objects, self.invocation.prefix, flags, self.cwd),
+                        [item.object for item in objects])
+        return status
+
+    def link(self, command: DriverCommand, injected_compile: list[str]) -> int:
+        from buildhook.wrap import recording
+
+        output = command.link_output()
+        wanted = self.recording_wanted(output)
+        user_map = command.user_map_file()
+        with tempfile.TemporaryDirectory(prefix="buildhook-") as scratch:
+            map_path = user_map
+            if map_path is None and wanted and self.settings.flag("link_map") and not command.user_prints_map():
+                map_path = os.path.join(scratch, "link.map")
+            injected = link_flags(self.settings, command.user_build_id(), None if user_map else map_path)
+            link_words = list(self.invocation.args)
+            renamed: dict[str, recording.CompiledObject] = {}
+            if command.sources:
+                status, link_words, renamed = self.compile_sources_first(command, injected_compile, scratch)
+                if status != 0:
+                    return status
+            status = self.run(injected + link_words)
+            if status != 0 or not wanted:
+                return status
+            self.record(
+                lambda store: recording.record_link(store, output=output, map_path=map_path,
+                                          compiler=self.invocation.prefix, flags=injected + link_words,
+                                          cwd=self.cwd, renamed_objects=renamed),
+                [recording.absolute(output, self.cwd)],
+            )
+        return status
+
+    def compile_sources_first(self, command: DriverCommand, injected: list[str],
+                              scratch: str) -> tuple[int, list[str], dict[str, recording.CompiledObject]]:
+        """Compile each source of a compile-and-link command on its own.
+
+        The driver would compile them to anonymous temporary objects that
+        vanish; compiling them here gives each one a compile record under the
+        name ``-c`` would have given it next to the output, and lets the link
+        map name them.  Every source is compiled even after a failure, as the
+        driver does, so the user sees every diagnostic.
+        """
+        from buildhook.wrap import recording
+
+        objects: dict[int, str] = {}
+        renamed: dict[str, recording.CompiledObject] = {}
+        output_dir = os.path.dirname(recording.absolute(command.link_output(), self.cwd))
+        for number, source in enumerate(command.sources):
+            temporary = os.path.join(scratch, f"{number}-{implicit_object_name(source.path)}")
+            objects[source.position] = temporary
+            renamed[temporary] = recording.CompiledObject(
+                recording.absolute(source.path, self.cwd), os.path.join(output_dir, implicit_object_name(source.path)),
+                source.language, written_to=temporary,
+            )
+        shared, link_words = command.split_for_separate_compiles(objects)
+        first_failure = 0
+        for source in command.sources:
+            language = ["-x", source.explicit_language] if source.explicit_language else []
+            status = self.run(injected + shared + ["-c"] + language + [source.path, "-o", objects[source.position]])
+            first_failure = first_failure or status
+        if first_failure == 0 and self.recording_wanted(command.link_output()):
+            flags = injected + shared + ["-c"]
+            compiled = list(renamed.values())
+            self.record(lambda store: recording.record_compile(store, compiled, self.invocation.prefix, flags, self.cwd), [])
+        return first_failure, link_words, renamed
+
+    def record(self, action: Callable[[Store], object], outputs: list[str]) -> None:
+        """Run a store action; on failure remove *outputs* so the build retries them."""
+        from buildhook.store import Store
+
+        store = Store(self.settings.store_path)
+        try:
+            action(store)
+        except Exception as exc:  # noqa: BLE001 - every failure must become one clear line
+            if self.settings["on_error"] == "plain":
+                print(f"{self.program}: warning: not recorded in store {store.root}: {exc}", file=sys.stderr)
+                return
+            for output in outputs:
+                try:
+                    os.unlink(output)
+                except OSError:
+                    pass
+            raise WrapperProblem(f"could not record in store {store.root}: {exc}") from exc
+        finally:
+            store.close()
+
+
+def run_wrapper(argv: list[str], language: str) -> int:
+    """Run buildhook-cc (language "c") or buildhook-c++ ("c++") on *argv*."""
+    program = os.path.basename(argv[0]) if argv else "buildhook-cc"
+    try:
+        settings = Settings()
+        configured = settings["cxx" if language == "c++" else "cc"]
+        invocation = resolve_invocation(argv, language, str(configured) if configured else None)
+        return _Wrapper(invocation, settings, program).main()
+    except (SettingsError, CompilerNotFound, WrapperProblem) as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def main_cc() -> None:
+    sys.exit(run_wrapper(sys.argv, "c"))
+
+
+def main_cxx() -> None:
+    sys.exit(run_wrapper(sys.argv, "c++"))
