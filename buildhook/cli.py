@@ -97,14 +97,14 @@ def cmd_store_path(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_cmake_dir(args: argparse.Namespace, settings: Settings) -> int:
-    from buildhook.integrations import cmake_dir
+    from buildhook.bundled import cmake_dir
 
     print(cmake_dir())
     return 0
 
 
 def cmd_scons_dir(args: argparse.Namespace, settings: Settings) -> int:
-    from buildhook.integrations import scons_site_dir
+    from buildhook.bundled import scons_site_dir
 
     print(scons_site_dir())
     return 0
