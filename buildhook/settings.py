@@ -3,7 +3,7 @@
 Every behaviour of buildhook that a user may want to switch lives in
 ``SETTINGS`` below, with its environment variable, its config-file key, its
 default and one line of documentation (``buildhook settings`` prints the
-table, and docs/settings.md is generated from the same table).  The
+table; docs/wrapper.md documents it, and a test keeps the two in step).  The
 environment wins over the config file, the config file over the default.
 
 This module is imported by ``buildhook-cc`` on every compile, so it imports
