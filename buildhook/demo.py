@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from buildhook.bundled import sample_project_dir
+from buildhook.samples import SampleReleaseError, apply_series, patched_tree
 from buildhook.store import LinkRecord, Store
 
 
@@ -51,15 +51,6 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
         raise DemoError(f"{what} failed (exit {result.returncode}): {last}")
 
 
-def _apply_release(tree: Path, release: str, env: dict[str, str]) -> None:
-    series = (tree / "patches" / "series").read_text().split()
-    for name in series:
-        _run(["patch", "-p1", "-s", "-i", str(tree / "patches" / name)], tree, env, f"applying {name}")
-        if name.startswith(release + "-"):
-            return
-    raise DemoError(f"release {release} is not in sample_project/patches/series")
-
-
 def _build(tree: Path, env: dict[str, str], label: str) -> LinkRecord:
     _say(f"  building kvd {label} with make CC=buildhook-cc …")
     started = time.monotonic()
@@ -80,8 +71,7 @@ def run_demo(keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="buildhook-demo-"))
     env = dict(os.environ, BUILDHOOK_STORE=str(workdir / "store"))
     try:
-        tree = workdir / "kvd"
-        shutil.copytree(sample_project_dir(), tree)
+        tree = patched_tree(workdir / "kvd", None)
         _say(f"[1/4] The sample server kvd (a threaded in-memory key-value store) is in {tree}")
         _say("[2/4] Building release v1.0: every compile and the link are recorded in the store")
         old = _build(tree, env, "v1.0")
@@ -96,7 +86,10 @@ def run_demo(keep: bool = False) -> int:
             store.close()
         _say("[3/4] Marked as release v1.0: its objects stay in the store for later patches")
         _say("[4/4] Applying the v1.1 security fix (long keys no longer collide) and rebuilding")
-        _apply_release(tree, "v1.1", env)
+        try:
+            apply_series(tree, "v1.1")
+        except SampleReleaseError as exc:
+            raise DemoError(str(exc)) from exc
         new = _build(tree, env, "v1.1")
         before = {item.path: item.sha256 for item in old.objects}
         changed = [item for item in new.objects if before.get(item.path) != item.sha256]

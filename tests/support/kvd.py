@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+
+from buildhook import samples
 
 #: The sample project in this checkout.
 SAMPLE_PROJECT = Path(__file__).resolve().parents[2] / "sample_project"
@@ -169,45 +170,12 @@ class KvdClient:
         self.close()
 
 
-def read_series(src_dir: Path) -> list[str]:
-    """The patch file names of `patches/series`, in application order."""
-    lines = (src_dir / "patches" / "series").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
-def release_of(patch_name: str) -> str:
-    """`v1.2-append.patch` -> `v1.2`: a patch is named after the release it produces."""
-    return patch_name.split("-", 1)[0]
-
-
 def patched_tree(src_dir: Path, dest: Path, upto: str | None) -> Path:
-    """Copy the sample project to `dest` and apply the series up to and including release `upto`.
-
-    `upto=None` gives the v1.0 tree unchanged. Build products in `src_dir` are
-    not copied, so each copy builds from scratch with whatever compiler the
-    test chooses. Returns `dest`.
-    """
-    shutil.copytree(
-        src_dir, dest, ignore=shutil.ignore_patterns("*.o", "kvd", "build*", ".sconsign.dblite", ".sconf_temp")
-    )
-    if upto is None:
-        return dest
-    series = read_series(src_dir)
-    if upto not in {release_of(name) for name in series}:
-        raise KvdError(f"release {upto!r} is not in {src_dir / 'patches' / 'series'}")
-    for name in series:
-        result = subprocess.run(
-            ["patch", "-p1", "--forward", "--batch", "-i", str(src_dir / "patches" / name)],
-            cwd=dest,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if result.returncode != 0:
-            raise KvdError(f"patch {name} failed in {dest}:\n{result.stdout}{result.stderr}")
-        if release_of(name) == upto:
-            break
-    return dest
+    """Copy the sample project to `dest` at release `upto` (None = v1.0); see buildhook.samples."""
+    try:
+        return samples.patched_tree(dest, upto, src_dir)
+    except samples.SampleReleaseError as exc:
+        raise KvdError(str(exc)) from exc
 
 
 def build_with_make(
