@@ -13,8 +13,6 @@ nothing heavy: the TOML parser only when a config file exists.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 TRUE_WORDS = frozenset({"1", "yes", "true", "on"})
 FALSE_WORDS = frozenset({"0", "no", "false", "off", ""})
@@ -24,15 +22,18 @@ class SettingsError(Exception):
     """A setting has a value buildhook cannot use; the message names it."""
 
 
-@dataclass(frozen=True)
 class Setting:
-    """One user-visible switch."""
+    """One user-visible switch (a plain class: this module loads on every compile)."""
 
-    key: str
-    env: str
-    default: str | bool | None
-    doc: str
-    choices: tuple[str, ...] = ()
+    __slots__ = ("key", "env", "default", "doc", "choices")
+
+    def __init__(self, key: str, env: str, default: str | bool | None, doc: str,
+                 choices: tuple[str, ...] = ()) -> None:
+        self.key = key
+        self.env = env
+        self.default = default
+        self.doc = doc
+        self.choices = choices
 
     @property
     def is_bool(self) -> bool:
@@ -77,24 +78,25 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
-def config_path() -> Path:
+def config_path() -> str:
     """Where the config file is read from (it need not exist)."""
     explicit = os.environ.get("BUILDHOOK_CONFIG")
     if explicit:
-        return Path(explicit)
+        return explicit
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "buildhook" / "config.toml"
+    return os.path.join(base, "buildhook", "config.toml")
 
 
-def default_store_path() -> Path:
+def default_store_path() -> str:
     """The documented default store location (see ``store`` above)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "buildhook" / "store"
+    return os.path.join(base, "buildhook", "store")
 
 
-def _read_config_file(path: Path) -> dict[str, object]:
+def _read_config_file(path: str) -> dict[str, object]:
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -154,11 +156,11 @@ class Settings:
         return bool(self._values[key])
 
     @property
-    def store_path(self) -> Path:
-        """The store folder, resolved to an absolute path."""
+    def store_path(self) -> str:
+        """The store folder, as an absolute path."""
         explicit = self._values["store"]
-        path = Path(str(explicit)).expanduser() if explicit else default_store_path()
-        return path.absolute()
+        path = os.path.expanduser(str(explicit)) if explicit else default_store_path()
+        return os.path.abspath(path)
 
     @property
     def skip_output_globs(self) -> tuple[str, ...]:

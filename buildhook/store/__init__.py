@@ -14,12 +14,25 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from buildhook.store.blobs import BlobStore, CorruptBlobError, MissingBlobError, sha256_of_file
 from buildhook.store.database import RecordDatabase, StoreSchemaError
-from buildhook.store.records import CompileRecord, LinkInput, LinkRecord, Release
+
+_RECORD_CLASSES = ("CompileRecord", "LinkInput", "LinkRecord", "Release")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from buildhook.store.records import CompileRecord, LinkInput, LinkRecord, Release
+
+
+def __getattr__(name: str) -> object:
+    """The record dataclasses, imported on first use: a compile never needs them."""
+    if name in _RECORD_CLASSES:
+        from buildhook.store import records
+
+        return getattr(records, name)
+    raise AttributeError(f"module 'buildhook.store' has no attribute {name!r}")
+
 
 __all__ = [
     "BlobStore", "CompileRecord", "CorruptBlobError", "GcReport", "LinkInput", "LinkRecord",
@@ -34,29 +47,29 @@ class ReleaseError(Exception):
     """A release could not be made (unknown binary, reused tag, nothing built)."""
 
 
-@dataclass
 class GcReport:
     """What ``buildhook store gc`` removed."""
 
-    links_removed: int
-    compiles_removed: int
-    blobs_removed: int
-    bytes_freed: int
+    def __init__(self, links_removed: int, compiles_removed: int, blobs_removed: int, bytes_freed: int) -> None:
+        self.links_removed = links_removed
+        self.compiles_removed = compiles_removed
+        self.blobs_removed = blobs_removed
+        self.bytes_freed = bytes_freed
 
 
 class Store:
     """One store folder: ``blobs`` and ``records``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.blobs = BlobStore(root / "objects")
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
+        self.blobs = BlobStore(os.path.join(self.root, "objects"))
         self._records: RecordDatabase | None = None
 
     @property
     def records(self) -> RecordDatabase:
         """The record database, opened (and created) on first use."""
         if self._records is None:
-            self._records = RecordDatabase(self.root / "records.sqlite")
+            self._records = RecordDatabase(os.path.join(self.root, "records.sqlite"))
         return self._records
 
     def close(self) -> None:
@@ -65,7 +78,7 @@ class Store:
             self._records = None
 
     def exists(self) -> bool:
-        return (self.root / "records.sqlite").is_file()
+        return os.path.isfile(os.path.join(self.root, "records.sqlite"))
 
     def release(self, tag: str, binaries: list[str] | None = None) -> Release:
         """Mark the latest link of each binary (or of the named ones) as *tag*."""
@@ -90,6 +103,8 @@ class Store:
             self.records.add_release(tag, [link.id for link in links if link.id is not None], now)
         except ValueError as exc:
             raise ReleaseError(str(exc)) from exc
+        from buildhook.store.records import Release
+
         return Release(tag=tag, time=now, links=links)
 
     def gc(self, keep_days: float = DEFAULT_KEEP_DAYS) -> GcReport:
@@ -118,7 +133,7 @@ class Store:
     def _remove_stale_temporaries(self) -> int:
         freed = 0
         tmp_dir = self.blobs.tmp_dir
-        if not tmp_dir.is_dir():
+        if not os.path.isdir(tmp_dir):
             return 0
         old = time.time() - STALE_TMP_SECONDS
         for entry in os.scandir(tmp_dir):

@@ -4,14 +4,15 @@ Many wrappers write at once under ``make -j``, so a blob is written to a
 private temporary file and renamed into place (atomic on one filesystem);
 two writers of the same content race harmlessly.  Reads verify the hash: a
 patch built from a silently corrupted object would be worse than none.
+
+Paths are plain strings and no tempfile/pathlib is imported: every compile
+writes a blob, and those imports cost more than the write.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from pathlib import Path
 
 CHUNK = 1 << 20
 
@@ -36,16 +37,16 @@ def sha256_of_file(path: str | os.PathLike[str]) -> str:
 class BlobStore:
     """The blob half of the store, rooted at ``<store>/objects``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmp_dir = root / "tmp"
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
+        self.tmp_dir = os.path.join(self.root, "tmp")
 
-    def path_for(self, sha256: str) -> Path:
+    def path_for(self, sha256: str) -> str:
         """Where the blob with this hash lives (whether or not it exists)."""
-        return self.root / sha256[:2] / sha256[2:]
+        return os.path.join(self.root, sha256[:2], sha256[2:])
 
     def has(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_file()
+        return os.path.isfile(self.path_for(sha256))
 
     def put_bytes(self, data: bytes) -> str:
         """Store *data*; return its hash."""
@@ -62,53 +63,54 @@ class BlobStore:
 
     def read(self, sha256: str) -> bytes:
         """The blob's bytes, verified against its name."""
+        path = self.path_for(sha256)
         try:
-            data = self.path_for(sha256).read_bytes()
+            with open(path, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError as exc:
-            raise MissingBlobError(f"blob {sha256} is not in the store {self.root.parent}") from exc
+            raise MissingBlobError(f"blob {sha256} is not in the store {os.path.dirname(self.root)}") from exc
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise CorruptBlobError(
-                f"blob {sha256} in {self.path_for(sha256)} is corrupt (its content hashes to "
-                f"{actual}); rebuild the object or restore the store from a backup"
+                f"blob {sha256} in {path} is corrupt (its content hashes to {actual}); "
+                "rebuild the object or restore the store from a backup"
             )
         return data
 
     def iter_hashes(self) -> list[str]:
         """Every blob hash present on disk."""
+        if not os.path.isdir(self.root):
+            return []
         hashes = []
-        if not self.root.is_dir():
-            return hashes
         for prefix in sorted(os.listdir(self.root)):
-            folder = self.root / prefix
-            if len(prefix) != 2 or not folder.is_dir():
-                continue
-            hashes.extend(prefix + rest for rest in sorted(os.listdir(folder)))
+            folder = os.path.join(self.root, prefix)
+            if len(prefix) == 2 and os.path.isdir(folder):
+                hashes.extend(prefix + rest for rest in sorted(os.listdir(folder)))
         return hashes
 
     def remove(self, sha256: str) -> int:
         """Delete a blob; return the bytes freed."""
         path = self.path_for(sha256)
         try:
-            size = path.stat().st_size
-            path.unlink()
+            size = os.stat(path).st_size
+            os.unlink(path)
         except FileNotFoundError:
             return 0
         return size
 
     def _write_atomically(self, sha256: str, data: bytes) -> None:
         final = self.path_for(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix=sha256[:12] + ".")
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        temporary = os.path.join(self.tmp_dir, f"{sha256[:16]}.{os.getpid()}.{os.urandom(6).hex()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.chmod(tmp_name, 0o444)
-            os.rename(tmp_name, final)
+            os.rename(temporary, final)
         except BaseException:
             try:
-                os.unlink(tmp_name)
+                os.unlink(temporary)
             except FileNotFoundError:
                 pass
             raise

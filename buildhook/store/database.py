@@ -4,18 +4,20 @@ Dozens of ``buildhook-cc`` processes insert at once under ``make -j``; WAL
 mode lets readers and one writer proceed together and a generous busy
 timeout serialises the writers.  The schema is created once, under a file
 lock, because changing the journal mode cannot wait on a busy handler.
+
+Writing a compile record is on every compile's path, so this module imports
+neither json, pathlib, contextlib nor the record dataclasses at load time.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
+import os
 import sqlite3
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
-from buildhook.store.records import CompileRecord, LinkInput, LinkRecord, Release
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the record classes are imported where rows become records
+    from buildhook.store.records import CompileRecord, LinkRecord, Release
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 120.0
@@ -69,12 +71,46 @@ class StoreSchemaError(Exception):
     """The store was written by an incompatible (newer) buildhook."""
 
 
+def encode_words(words: list[str]) -> str:
+    """A list of command-line words as a JSON array, without importing json.
+
+    Words with control characters or undecodable bytes (rare in command
+    lines) go through the json module, which escapes them exactly.
+    """
+    if any(ord(char) < 0x20 or 0xD800 <= ord(char) <= 0xDFFF for word in words for char in word):
+        import json
+
+        return json.dumps(words)
+    return "[" + ", ".join('"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"' for word in words) + "]"
+
+
+def decode_words(text: str) -> list[str]:
+    import json
+
+    return json.loads(text)
+
+
+class _Transaction:
+    """``with db.transaction():`` an immediate (write-locking) transaction."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._connection.execute("BEGIN IMMEDIATE")
+        return self._connection
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._connection.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
 class RecordDatabase:
     """Typed access to the records in ``<store>/records.sqlite``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.folder = os.path.dirname(path)
+        os.makedirs(self.folder, exist_ok=True)
         self._connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self._connection.execute("PRAGMA foreign_keys = ON")
         self._connection.execute("PRAGMA synchronous = NORMAL")
@@ -88,10 +124,10 @@ class RecordDatabase:
     def _initialise(self, seen_version: int) -> None:
         if seen_version > SCHEMA_VERSION:
             raise StoreSchemaError(
-                f"store {self.path.parent} has schema version {seen_version}, newer than this "
+                f"store {self.folder} has schema version {seen_version}, newer than this "
                 f"buildhook understands ({SCHEMA_VERSION}); upgrade buildhook"
             )
-        with open(self.path.parent / "init.lock", "w") as lock:
+        with open(os.path.join(self.folder, "init.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             version = self._connection.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
@@ -104,30 +140,25 @@ class RecordDatabase:
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> _Transaction:
         """An immediate (write-locking) transaction, committed on success."""
-        self._connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._connection
-        except BaseException:
-            self._connection.execute("ROLLBACK")
-            raise
-        self._connection.execute("COMMIT")
+        return _Transaction(self._connection)
 
     # -- writing ---------------------------------------------------------
 
-    def add_compiles(self, records: list[CompileRecord]) -> None:
-        """Insert the objects of one compile command together."""
+    def add_compiles(self, rows: list[tuple[float, str, str, str, str, list[str], list[str], str]]) -> None:
+        """Insert the objects of one compile command together.
+
+        Each row is (time, cwd, source, object, language, compiler, flags,
+        sha256): plain tuples, because this runs on every compile.
+        """
         with self.transaction() as db:
-            for record in records:
-                cursor = db.execute(
-                    "INSERT INTO compiles (time, cwd, source, object, language, compiler, flags, sha256)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record.time, record.cwd, record.source, record.object, record.language,
-                     json.dumps(record.compiler), json.dumps(record.flags), record.sha256),
-                )
-                record.id = cursor.lastrowid
+            db.executemany(
+                "INSERT INTO compiles (time, cwd, source, object, language, compiler, flags, sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(when, cwd, source, obj, language, encode_words(compiler), encode_words(flags), sha256)
+                 for when, cwd, source, obj, language, compiler, flags, sha256 in rows],
+            )
 
     def add_link(self, record: LinkRecord) -> int:
         """Insert a link and its inputs; return its id."""
@@ -136,7 +167,7 @@ class RecordDatabase:
                 "INSERT INTO links (time, cwd, binary, build_id, sha256, map_sha256, compiler, flags)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.time, record.cwd, record.binary, record.build_id, record.sha256,
-                 record.map_sha256, json.dumps(record.compiler), json.dumps(record.flags)),
+                 record.map_sha256, encode_words(record.compiler), encode_words(record.flags)),
             )
             record.id = cursor.lastrowid
             db.executemany(
@@ -172,17 +203,21 @@ class RecordDatabase:
         return found
 
     def compiles(self) -> list[CompileRecord]:
+        from buildhook.store.records import CompileRecord
+
         rows = self._connection.execute(
             "SELECT id, time, cwd, source, object, language, compiler, flags, sha256 FROM compiles ORDER BY id"
         ).fetchall()
         return [
-            CompileRecord(source=row[3], object=row[4], sha256=row[8], compiler=json.loads(row[6]),
-                          flags=json.loads(row[7]), cwd=row[2], language=row[5], time=row[1], id=row[0])
+            CompileRecord(source=row[3], object=row[4], sha256=row[8], compiler=decode_words(row[6]),
+                          flags=decode_words(row[7]), cwd=row[2], language=row[5], time=row[1], id=row[0])
             for row in rows
         ]
 
     def links(self, where: str = "", params: tuple[object, ...] = ()) -> list[LinkRecord]:
         """Link records (with inputs), oldest first, optionally filtered by SQL *where*."""
+        from buildhook.store.records import LinkInput, LinkRecord
+
         rows = self._connection.execute(
             "SELECT id, time, cwd, binary, build_id, sha256, map_sha256, compiler, flags FROM links "
             + (f"WHERE {where} " if where else "") + "ORDER BY id",
@@ -190,7 +225,7 @@ class RecordDatabase:
         ).fetchall()
         records = {
             row[0]: LinkRecord(binary=row[3], build_id=row[4], sha256=row[5], map_sha256=row[6],
-                               compiler=json.loads(row[7]), flags=json.loads(row[8]), cwd=row[2],
+                               compiler=decode_words(row[7]), flags=decode_words(row[8]), cwd=row[2],
                                time=row[1], id=row[0])
             for row in rows
         }
@@ -220,6 +255,8 @@ class RecordDatabase:
 
     def releases(self) -> list[Release]:
         """Every release, oldest first, with the links it marks."""
+        from buildhook.store.records import Release
+
         rows = self._connection.execute(
             "SELECT tag, MIN(time) FROM releases GROUP BY tag ORDER BY MIN(time), tag"
         ).fetchall()

@@ -13,9 +13,10 @@ else is passed through untouched.
 
 from __future__ import annotations
 
-import enum
 import os
-from dataclasses import dataclass, field
+
+# No enum or dataclasses here: this module is on every compile's path, and
+# those imports alone cost more than the parsing (see bench/RESULTS.md).
 
 # Options whose argument may be the *next* word (``-o out``).  Written joined
 # (``-oout``, ``-MFx.d``) they are one word and need no entry.
@@ -55,7 +56,7 @@ NO_OBJECT_OPTIONS = frozenset({"-E", "-M", "-MM", "-fsyntax-only"})
 KNOWN_LAUNCHERS = frozenset({"ccache", "sccache", "distcc", "icecc", "buildcache"})
 
 
-class Mode(enum.Enum):
+class Mode:
     """What a driver invocation produces, as far as recording is concerned."""
 
     INFO = "info"              # --version, -print-*, no inputs: nothing to add or record
@@ -70,31 +71,33 @@ class ResponseFileError(Exception):
     """A response file could not be read or nests too deeply."""
 
 
-@dataclass(frozen=True)
 class SourceInput:
     """A source operand: its path as written and the language it is compiled as."""
 
-    path: str
-    language: str
-    explicit_language: str | None  # the ``-x`` in force, if any
-    position: int                  # index in the expanded argument list
+    __slots__ = ("path", "language", "explicit_language", "position")
+
+    def __init__(self, path: str, language: str, explicit_language: str | None, position: int) -> None:
+        self.path = path
+        self.language = language
+        self.explicit_language = explicit_language  # the ``-x`` in force, if any
+        self.position = position                    # index in the expanded argument list
 
 
-@dataclass
 class DriverCommand:
     """A parsed driver command line (arguments after the compiler itself)."""
 
-    args: list[str]             # as written (may contain @file)
-    expanded: list[str]         # @file expanded
-    mode: Mode
-    sources: list[SourceInput] = field(default_factory=list)
-    other_inputs: list[tuple[int, str]] = field(default_factory=list)  # (position, path)
-    output: str | None = None
-    output_span: tuple[int, int] | None = None  # [start, end) of the ``-o`` words
-    language_spans: list[tuple[int, int]] = field(default_factory=list)  # every ``-x`` option
-    linker_args: list[str] = field(default_factory=list)  # from -Wl, and -Xlinker
-    lto: bool = False
-    options: list[str] = field(default_factory=list)  # every option word (for checks)
+    def __init__(self, args: list[str], expanded: list[str]) -> None:
+        self.args = args                   # as written (may contain @file)
+        self.expanded = expanded           # @file expanded
+        self.mode = Mode.LINK
+        self.sources: list[SourceInput] = []
+        self.other_inputs: list[tuple[int, str]] = []   # (position, path)
+        self.output: str | None = None
+        self.output_span: tuple[int, int] | None = None  # [start, end) of the ``-o`` words
+        self.language_spans: list[tuple[int, int]] = []  # every ``-x`` option
+        self.linker_args: list[str] = []   # from -Wl, and -Xlinker
+        self.lto = False
+        self.options: list[str] = []       # every option word (for checks)
 
     def object_outputs(self) -> list[tuple[SourceInput, str]]:
         """The object each source of a ``-c`` command is written to.
@@ -102,7 +105,7 @@ class DriverCommand:
         gcc names an implicit output after the source's base name with its
         last suffix replaced by ``.o``, in the current directory.
         """
-        if self.mode is not Mode.COMPILE:
+        if self.mode != Mode.COMPILE:
             return []
         if self.output is not None and len(self.sources) == 1:
             return [(self.sources[0], self.output)]
@@ -246,7 +249,7 @@ def _linker_words(word: str, next_word: str | None) -> list[str]:
 def parse_driver_command(args: list[str]) -> DriverCommand:
     """Classify a driver command line (everything after the compiler)."""
     expanded = expand_response_files(args)
-    command = DriverCommand(args=list(args), expanded=expanded, mode=Mode.LINK)
+    command = DriverCommand(list(args), expanded)
     language: str | None = None
     stop_words: set[str] = set()
     index = 0

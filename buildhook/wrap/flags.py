@@ -11,7 +11,6 @@ that lack what it needs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from buildhook.settings import Settings
 
@@ -20,14 +19,16 @@ CLANG = "clang"
 UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
 class InjectedFlag:
-    """One flag the wrapper adds, and when."""
+    """One flag the wrapper adds, and when (a plain class: cheap to import)."""
 
-    setting: str
-    words: tuple[str, ...]
-    families: frozenset[str]
-    why: str
+    __slots__ = ("setting", "words", "families", "why")
+
+    def __init__(self, setting: str, words: tuple[str, ...], families: frozenset[str], why: str) -> None:
+        self.setting = setting
+        self.words = words
+        self.families = families
+        self.why = why
 
 
 COMPILE_FLAGS: tuple[InjectedFlag, ...] = (

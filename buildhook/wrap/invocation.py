@@ -12,10 +12,7 @@
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
 import sys
-from dataclasses import dataclass
 
 from buildhook.wrap.cmdline import KNOWN_LAUNCHERS, SOURCE_LANGUAGES
 
@@ -27,14 +24,14 @@ class CompilerNotFound(Exception):
     """No real compiler could be found (or only buildhook itself)."""
 
 
-@dataclass
 class Invocation:
     """The command to run: launchers + compiler, then the compiler's arguments."""
 
-    prefix: list[str]
-    args: list[str]
-    launcher_form: bool
-    depth: int
+    def __init__(self, prefix: list[str], args: list[str], launcher_form: bool, depth: int) -> None:
+        self.prefix = prefix
+        self.args = args
+        self.launcher_form = launcher_form
+        self.depth = depth
 
     @property
     def compiler(self) -> str:
@@ -47,6 +44,15 @@ class Invocation:
         return env
 
 
+def which(name: str) -> str | None:
+    """The first executable *name* on PATH (shutil.which, without importing shutil)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def _own_paths() -> set[str]:
     paths = {os.path.realpath(sys.argv[0])} if sys.argv and sys.argv[0] else set()
     return paths
@@ -54,7 +60,7 @@ def _own_paths() -> set[str]:
 
 def is_buildhook(program: str) -> bool:
     """Whether *program* (a name or a path) is a buildhook wrapper script."""
-    located = program if os.sep in program else shutil.which(program)
+    located = program if os.sep in program else which(program)
     if located is None:
         return os.path.basename(program).startswith(("buildhook-cc", "buildhook-c++"))
     real = os.path.realpath(located)
@@ -69,7 +75,7 @@ def _looks_like_program(word: str) -> bool:
         return False
     if os.sep in word:
         return os.path.isfile(word) and os.access(word, os.X_OK)
-    return shutil.which(word) is not None
+    return which(word) is not None
 
 
 def _find_on_path(name: str) -> str:
@@ -104,6 +110,8 @@ def resolve_invocation(argv: list[str], language: str, configured: str | None) -
         if prefix:
             return Invocation(prefix, args, launcher_form=True, depth=depth)
     if configured:
+        import shlex  # only when BUILDHOOK_CC is set: it imports re
+
         prefix = shlex.split(configured)
         if not prefix or any(is_buildhook(word) for word in prefix):
             raise CompilerNotFound(f"BUILDHOOK_CC/BUILDHOOK_CXX={configured!r} must name the real compiler, not buildhook")

@@ -7,27 +7,47 @@ line saying what and why, or, with ``BUILDHOOK_ON_ERROR=plain``, warns in one
 line and lets the build go on unrecorded.
 
 Start-up matters (this runs once per compile): the store, the ELF readers
-and the map parser are imported only on the paths that need them.
+and the map parser are imported only on the paths that need them, and the
+compiler is started with posix_spawn rather than through subprocess.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-from typing import TYPE_CHECKING, Callable
 
 from buildhook.settings import Settings, SettingsError
 from buildhook.wrap.cmdline import DriverCommand, Mode, ResponseFileError, implicit_object_name, parse_driver_command
 from buildhook.wrap.flags import FlagConflict, check_conflicts, compile_flags, compiler_family, link_flags
 from buildhook.wrap.invocation import CompilerNotFound, Invocation, resolve_invocation
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from buildhook.store import Store
     from buildhook.wrap import recording
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    """fnmatch for the ``*``-only globs of BUILDHOOK_SKIP_OUTPUTS, without importing re."""
+    if any(char in pattern for char in "?[]"):
+        import fnmatch
+
+        return fnmatch.fnmatchcase(name, pattern)
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        return name == pattern
+    if not (name.startswith(pieces[0]) and name.endswith(pieces[-1])):
+        return False
+    position = len(pieces[0])
+    end = len(name) - len(pieces[-1])
+    for piece in pieces[1:-1]:
+        found = name.find(piece, position, end)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    return position <= end
 
 
 class WrapperProblem(Exception):
@@ -47,12 +67,22 @@ class _Wrapper:
     # -- running the real compiler ----------------------------------------
 
     def run(self, words: list[str]) -> int:
-        """Run the compiler with inherited stdio; a signal death is passed on."""
+        """Run the compiler with inherited stdio and wait; a signal death is passed on."""
+        command = self.invocation.prefix + words
         try:
-            status = subprocess.call(self.invocation.prefix + words, env=self.invocation.child_environment())
+            pid = os.posix_spawnp(command[0], command, self.invocation.child_environment())
         except OSError as exc:
-            raise CompilerNotFound(f"cannot run {self.invocation.prefix[0]}: {exc.strerror}") from exc
+            raise CompilerNotFound(f"cannot run {command[0]}: {exc.strerror}") from exc
+        while True:
+            try:
+                _, wait_status = os.waitpid(pid, 0)
+                break
+            except KeyboardInterrupt:  # the compiler got the same SIGINT: wait for it to go
+                continue
+        status = os.waitstatus_to_exitcode(wait_status)
         if status < 0:
+            import signal  # only now: it imports enum
+
             signal.signal(-status, signal.SIG_DFL)
             os.kill(os.getpid(), -status)
         return status
@@ -87,9 +117,9 @@ class _Wrapper:
             check_conflicts(command.options, injected)
         except FlagConflict as exc:
             return self.problem(str(exc))
-        if command.mode is Mode.ASSEMBLY:
+        if command.mode == Mode.ASSEMBLY:
             return self.run(injected + self.invocation.args)
-        if command.mode is Mode.COMPILE:
+        if command.mode == Mode.COMPILE:
             return self.compile(command, injected)
         return self.link(command, injected)
 
@@ -105,7 +135,7 @@ class _Wrapper:
         if not self.settings.flag("record"):
             return False
         parts = os.path.normpath(output).split(os.sep)
-        return not any(fnmatch.fnmatch(part, glob) for part in parts for glob in self.settings.skip_output_globs)
+        return not any(glob_match(part, glob) for part in parts for glob in self.settings.skip_output_globs)
 
     def compile(self, command: DriverCommand, injected: list[str]) -> int:
         status = self.run(injected + self.invocation.args)
@@ -127,6 +157,8 @@ class _Wrapper:
 
     def link(self, command: DriverCommand, injected_compile: list[str]) -> int:
         from buildhook.wrap import recording
+
+        import tempfile
 
         output = command.link_output()
         wanted = self.recording_wanted(output)

@@ -5,20 +5,22 @@ and the object's bytes.  A link records the binary (unstripped, as linked),
 its build-id, its map, and every object and archive member the *linker* says
 it used: the map is the authority, so ``-l``, response files, linker scripts
 and archive search order need no second-guessing here.
+
+The compile half runs on every compile and imports only the store; the ELF
+readers, the map parser and the record dataclasses load for links only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from dataclasses import dataclass
 
-from buildhook.elf.archive import ArchiveMember, read_members
-from buildhook.elf.buildid import build_id_of_file
-from buildhook.elf.linkmap import parse_link_map
-from buildhook.store import CompileRecord, LinkInput, LinkRecord, Store, sha256_of_file
-from buildhook.store.records import MEMBER, OBJECT, TOOLCHAIN
+from buildhook.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from buildhook.elf.archive import ArchiveMember
+    from buildhook.store import LinkInput, LinkRecord
 
 ET_REL = 1
 
@@ -31,14 +33,16 @@ class LinkRecordingError(Exception):
     """The link succeeded but could not be recorded."""
 
 
-@dataclass(frozen=True)
 class CompiledObject:
     """An object a compile wrote: where, from which source, in which language."""
 
-    source: str
-    object: str
-    language: str
-    written_to: str | None = None  # the file holding it, when not at ``object`` yet
+    __slots__ = ("source", "object", "language", "written_to")
+
+    def __init__(self, source: str, obj: str, language: str, written_to: str | None = None) -> None:
+        self.source = source
+        self.object = obj
+        self.language = language
+        self.written_to = written_to  # the file holding it, when not at ``object`` yet
 
     @property
     def file(self) -> str:
@@ -54,16 +58,13 @@ def record_compile(store: Store, objects: list[CompiledObject], compiler: list[s
                    flags: list[str], cwd: str) -> None:
     """Store the objects of one compile command and their records."""
     now = time.time()
-    records = []
-    for item in objects:
-        if not os.path.isfile(item.file):  # e.g. `-o /dev/null` probes
-            continue
-        sha256 = store.blobs.put_file(item.file)
-        records.append(CompileRecord(source=item.source, object=item.object, sha256=sha256,
-                                     compiler=compiler, flags=flags, cwd=cwd,
-                                     language=item.language, time=now))
-    if records:
-        store.records.add_compiles(records)
+    rows = [
+        (now, cwd, item.source, item.object, item.language, compiler, flags, store.blobs.put_file(item.file))
+        for item in objects
+        if os.path.isfile(item.file)  # not e.g. `-o /dev/null` probes
+    ]
+    if rows:
+        store.records.add_compiles(rows)
 
 
 def is_toolchain_path(path: str) -> bool:
@@ -79,6 +80,8 @@ def _elf_type(path: str) -> int | None:
 
 
 def _member_bytes(archive: str, member: str, cache: dict[str, list[ArchiveMember]]) -> bytes:
+    from buildhook.elf.archive import read_members
+
     if archive not in cache:
         cache[archive] = read_members(archive)
     for candidate in cache[archive]:
@@ -94,6 +97,12 @@ def collect_link_inputs(store: Store, map_text: str, cwd: str,
     *renamed_objects* maps temporary objects (of a compile-and-link command)
     to the object they stand for.
     """
+    import hashlib
+
+    from buildhook.elf.linkmap import parse_link_map
+    from buildhook.store import LinkInput, sha256_of_file
+    from buildhook.store.records import MEMBER, OBJECT, TOOLCHAIN
+
     archives: dict[str, list[ArchiveMember]] = {}
     inputs: list[LinkInput] = []
     for item in parse_link_map(map_text).input_files():
@@ -126,6 +135,9 @@ def collect_link_inputs(store: Store, map_text: str, cwd: str,
 def record_link(store: Store, *, output: str, map_path: str | None, compiler: list[str],
                 flags: list[str], cwd: str, renamed_objects: dict[str, CompiledObject]) -> LinkRecord:
     """Store a finished link: binary, build-id, map and inputs."""
+    from buildhook.elf.buildid import build_id_of_file
+    from buildhook.store import LinkRecord
+
     binary = os.path.realpath(absolute(output, cwd))
     if map_path is not None:
         with open(absolute(map_path, cwd), encoding="utf-8", errors="surrogateescape") as handle:
