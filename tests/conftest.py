@@ -89,8 +89,11 @@ def builds_json(env: dict[str, str]) -> list[dict]:
 
 
 def compile_records(store_dir: Path) -> list[tuple[str, str, str]]:
-    """(source, object, sha256) of every compile record, read straight from SQLite."""
-    import sqlite3
+    """(source, object, sha256) of every compile record (the journal folded in first)."""
+    from buildhook.store import Store
 
-    with sqlite3.connect(store_dir / "records.sqlite") as db:
-        return list(db.execute("SELECT source, object, sha256 FROM compiles ORDER BY id"))
+    store = Store(store_dir)
+    try:
+        return [(record.source, record.object, record.sha256) for record in store.records.compiles()]
+    finally:
+        store.close()

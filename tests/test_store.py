@@ -141,3 +141,17 @@ def test_builds_json_shape(built: Path, env: dict[str, str]) -> None:
     assert link["binary"] == str(built)
     assert time.time() - time.mktime(time.strptime(link["time"][:19], "%Y-%m-%dT%H:%M:%S")) < 3600 * 24
     assert all(set(item) >= {"path", "sha256"} for item in link["objects"])
+
+
+def test_journal_is_folded_in_once_even_if_replayed(sample_tree: Path, env: dict[str, str], store_dir: Path) -> None:
+    """A crash after the commit but before the journal is emptied must not duplicate records."""
+    from tests.conftest import compile_records
+
+    run(["buildhook-cc", "-c", "log.c", "stats.c"], env, cwd=sample_tree)
+    journal = store_dir / "compiles.journal"
+    pending = journal.read_bytes()
+    assert pending.count(b"\n") == 2
+    assert len(compile_records(store_dir)) == 2
+    assert journal.read_bytes() == b""
+    journal.write_bytes(pending)  # as if the truncation had not happened
+    assert len(compile_records(store_dir)) == 2

@@ -5,6 +5,7 @@ Layout of a store folder::
     objects/ab/cdef…      blobs (objects, binaries, link maps) named by SHA-256
     objects/tmp/          blobs being written (renamed into place when complete)
     records.sqlite        compiles, links, link inputs, releases (WAL mode)
+    compiles.journal      compile records not yet folded into records.sqlite
 
 Every release keeps the objects of its link, so a patch can be made from any
 release later, long after the build tree has moved on.
@@ -16,21 +17,24 @@ import os
 import time
 
 from buildhook.store.blobs import BlobStore, CorruptBlobError, MissingBlobError, sha256_of_file
-from buildhook.store.database import RecordDatabase, StoreSchemaError
 
-_RECORD_CLASSES = ("CompileRecord", "LinkInput", "LinkRecord", "Release")
+_LAZY = {
+    "CompileRecord": "records", "LinkInput": "records", "LinkRecord": "records", "Release": "records",
+    "RecordDatabase": "database", "StoreSchemaError": "database",
+}
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from buildhook.store.database import RecordDatabase, StoreSchemaError
     from buildhook.store.records import CompileRecord, LinkInput, LinkRecord, Release
 
 
 def __getattr__(name: str) -> object:
-    """The record dataclasses, imported on first use: a compile never needs them."""
-    if name in _RECORD_CLASSES:
-        from buildhook.store import records
+    """The database and record classes, imported on first use: a compile needs neither."""
+    if name in _LAZY:
+        import importlib
 
-        return getattr(records, name)
+        return getattr(importlib.import_module(f"buildhook.store.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'buildhook.store' has no attribute {name!r}")
 
 
@@ -69,6 +73,8 @@ class Store:
     def records(self) -> RecordDatabase:
         """The record database, opened (and created) on first use."""
         if self._records is None:
+            from buildhook.store.database import RecordDatabase
+
             self._records = RecordDatabase(os.path.join(self.root, "records.sqlite"))
         return self._records
 
@@ -77,8 +83,14 @@ class Store:
             self._records.close()
             self._records = None
 
+    def journal_compiles(self, rows: list[tuple[float, str, str, str, str, list[str], list[str], str]]) -> None:
+        """Record the objects of one compile without opening the database (see journal.py)."""
+        from buildhook.store.journal import append_compiles
+
+        append_compiles(self.root, rows)
+
     def exists(self) -> bool:
-        return os.path.isfile(os.path.join(self.root, "records.sqlite"))
+        return any(os.path.isfile(os.path.join(self.root, name)) for name in ("records.sqlite", "compiles.journal"))
 
     def release(self, tag: str, binaries: list[str] | None = None) -> Release:
         """Mark the latest link of each binary (or of the named ones) as *tag*."""

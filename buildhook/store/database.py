@@ -15,6 +15,8 @@ import fcntl
 import os
 import sqlite3
 
+from buildhook.store.journal import drain, encode_words
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the record classes are imported where rows become records
     from buildhook.store.records import CompileRecord, LinkRecord, Release
@@ -25,6 +27,7 @@ BUSY_TIMEOUT_S = 120.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS compiles (
     id INTEGER PRIMARY KEY,
+    entry TEXT UNIQUE,
     time REAL NOT NULL,
     cwd TEXT NOT NULL,
     source TEXT NOT NULL,
@@ -71,19 +74,6 @@ class StoreSchemaError(Exception):
     """The store was written by an incompatible (newer) buildhook."""
 
 
-def encode_words(words: list[str]) -> str:
-    """A list of command-line words as a JSON array, without importing json.
-
-    Words with control characters or undecodable bytes (rare in command
-    lines) go through the json module, which escapes them exactly.
-    """
-    if any(ord(char) < 0x20 or 0xD800 <= ord(char) <= 0xDFFF for word in words for char in word):
-        import json
-
-        return json.dumps(words)
-    return "[" + ", ".join('"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"' for word in words) + "]"
-
-
 def decode_words(text: str) -> list[str]:
     import json
 
@@ -117,6 +107,7 @@ class RecordDatabase:
         version = self._connection.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             self._initialise(version)
+        drain(self.folder, self._insert_journal_rows)
 
     def close(self) -> None:
         self._connection.close()
@@ -146,18 +137,14 @@ class RecordDatabase:
 
     # -- writing ---------------------------------------------------------
 
-    def add_compiles(self, rows: list[tuple[float, str, str, str, str, list[str], list[str], str]]) -> None:
-        """Insert the objects of one compile command together.
-
-        Each row is (time, cwd, source, object, language, compiler, flags,
-        sha256): plain tuples, because this runs on every compile.
-        """
+    def _insert_journal_rows(self, rows: list[list[object]]) -> None:
+        """Insert compile records from the journal (see journal.py); repeats are ignored."""
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO compiles (time, cwd, source, object, language, compiler, flags, sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(when, cwd, source, obj, language, encode_words(compiler), encode_words(flags), sha256)
-                 for when, cwd, source, obj, language, compiler, flags, sha256 in rows],
+                "INSERT OR IGNORE INTO compiles (entry, time, cwd, source, object, language, compiler, flags, sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(entry, when, cwd, source, obj, language, encode_words(compiler), encode_words(flags), sha256)
+                 for entry, when, cwd, source, obj, language, compiler, flags, sha256 in rows],
             )
 
     def add_link(self, record: LinkRecord) -> int:

@@ -64,7 +64,7 @@ def record_compile(store: Store, objects: list[CompiledObject], compiler: list[s
         if os.path.isfile(item.file)  # not e.g. `-o /dev/null` probes
     ]
     if rows:
-        store.records.add_compiles(rows)
+        store.journal_compiles(rows)
 
 
 def is_toolchain_path(path: str) -> bool:
