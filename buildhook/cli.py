@@ -131,6 +131,56 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+EXIT_PATCH, EXIT_ERROR, EXIT_REFUSED, EXIT_NO_CHANGE = 0, 1, 2, 3
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.diff import PATCH, REFUSED, DiffError, default_patch_path, find_links, make_patch
+
+    store = _open_store(settings)
+    try:
+        base, new = find_links(store, args.binary, args.from_tag, args.to_tag)
+        outcome = make_patch(store, base, new, args.from_tag, args.to_tag or f"build {new.build_id}")
+    except DiffError as exc:
+        raise CommandError(str(exc)) from exc
+    result = outcome.result
+    output = args.output or default_patch_path(new.binary, args.from_tag)
+    if outcome.patch is not None:
+        with open(output, "wb") as handle:
+            handle.write(outcome.patch)
+    if args.json:
+        report = result.to_json()
+        report["po"] = output if outcome.patch is not None else None
+        print(json.dumps(report, indent=2))
+    elif result.outcome == PATCH:
+        print(f"wrote {output}: {len(result.replaced)} replaced, {len(result.new_functions)} new functions, "
+              f"{len(result.new_data)} new variables, {len(result.warnings)} warnings "
+              f"(patch {outcome.metadata['patch_id'][:16]})")  # type: ignore[index]
+        for warning in result.warnings:
+            print(f"warning: {warning.line()}")
+    elif result.outcome == REFUSED:
+        for refusal in result.refusals:
+            print(f"refused: {refusal.line()}", file=sys.stderr)
+    else:
+        print(f"no change between release {args.from_tag} and {new.binary} ({result.objects_compared} objects compared)")
+    return {PATCH: EXIT_PATCH, REFUSED: EXIT_REFUSED}.get(result.outcome, EXIT_NO_CHANGE)
+
+
+def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.po.inspect import describe_patch, patch_summary
+    from buildhook.po.reader import PatchFormatError, read_patch_file
+
+    try:
+        patch = read_patch_file(args.patch)
+    except PatchFormatError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(patch_summary(patch), indent=2))
+    else:
+        print(describe_patch(patch))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from buildhook.demo import run_demo
 
@@ -167,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     flags.add_argument("--compile", action="store_true", help="compile flags (the default)")
     flags.add_argument("--link", metavar="MAPFILE", help="link flags, writing the map to MAPFILE")
     add("settings", cmd_settings, "print every setting, its variable and its effective value")
+    diff = add("diff", cmd_diff, "write the .po that turns a running release into the current build "
+               "(exit 0 patch, 3 no change, 2 refused, 1 error)")
+    diff.add_argument("--from", dest="from_tag", required=True, metavar="TAG", help="the deployed release")
+    diff.add_argument("--to", dest="to_tag", metavar="TAG", help="a later release (default: the latest build)")
+    diff.add_argument("binary", metavar="BINARY")
+    diff.add_argument("-o", "--output", metavar="OUT.po", help="default: BINARY.from-TAG.po next to the binary")
+    diff.add_argument("--json", action="store_true", help="print the decisions as JSON")
+    inspect = add("inspect", cmd_inspect, "show what a .po replaces and adds, and how each function is reached")
+    inspect.add_argument("patch", metavar="X.po")
+    inspect.add_argument("--json", action="store_true")
     demo = add("demo", cmd_demo, "build the sample server with the wrapper and show what was recorded")
     demo.add_argument("--keep", action="store_true", help="keep the demo folder instead of deleting it")
     return parser

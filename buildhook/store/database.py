@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS link_inputs (
     member TEXT,
     sha256 TEXT NOT NULL,
     source TEXT,
+    linked_as TEXT NOT NULL,
     PRIMARY KEY (link_id, position)
 );
 CREATE TABLE IF NOT EXISTS releases (
@@ -158,10 +159,10 @@ class RecordDatabase:
             )
             record.id = cursor.lastrowid
             db.executemany(
-                "INSERT INTO link_inputs (link_id, position, kind, path, member, sha256, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(record.id, position, item.kind, item.path, item.member, item.sha256, item.source)
-                 for position, item in enumerate(record.inputs)],
+                "INSERT INTO link_inputs (link_id, position, kind, path, member, sha256, source, linked_as)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(record.id, position, item.kind, item.path, item.member, item.sha256, item.source,
+                  item.linked_as or item.path) for position, item in enumerate(record.inputs)],
             )
         assert record.id is not None
         return record.id
@@ -218,12 +219,12 @@ class RecordDatabase:
         }
         if records:
             marks = ",".join("?" * len(records))
-            for link_id, kind, path, member, sha256, source in self._connection.execute(
-                f"SELECT link_id, kind, path, member, sha256, source FROM link_inputs "
+            for link_id, kind, path, member, sha256, source, linked_as in self._connection.execute(
+                f"SELECT link_id, kind, path, member, sha256, source, linked_as FROM link_inputs "
                 f"WHERE link_id IN ({marks}) ORDER BY link_id, position",
                 tuple(records),
             ):
-                records[link_id].inputs.append(LinkInput(kind, path, sha256, member, source))
+                records[link_id].inputs.append(LinkInput(kind, path, sha256, member, source, linked_as))
         return list(records.values())
 
     def latest_links(self, binaries: list[str] | None = None) -> dict[str, LinkRecord]:

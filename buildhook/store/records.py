@@ -42,6 +42,7 @@ class LinkInput:
     sha256: str
     member: str | None = None
     source: str | None = None
+    linked_as: str | None = None  # the path the link map names it by, when not ``path``
 
     @property
     def display_path(self) -> str:

@@ -122,7 +122,7 @@ def collect_link_inputs(store: Store, map_text: str, cwd: str,
         sha256 = store.blobs.put_file(path)
         stands_for = renamed_objects.get(path)
         if stands_for is not None:
-            inputs.append(LinkInput(OBJECT, stands_for.object, sha256, source=stands_for.source))
+            inputs.append(LinkInput(OBJECT, stands_for.object, sha256, source=stands_for.source, linked_as=path))
         else:
             inputs.append(LinkInput(OBJECT, path, sha256))
     sources = store.records.sources_by_sha([item.sha256 for item in inputs if item.source is None])

@@ -1,0 +1,199 @@
+"""correlate → compare, for one pair of objects (DESIGN §3).
+
+*Correlate* decides which old symbol is which new symbol.  Names match
+directly, except static locals, which gcc numbers per translation unit
+(``counter.3`` ↔ ``counter.5`` when a function added earlier in the file
+has its own static): they are matched by base name and by the functions
+that use them.
+
+*Compare* says whether a function changed: its bytes plus its relocations,
+each reduced to what it means (correlated symbol, string content, constant
+bytes) with the addend rebased, so renumbering and string-pool offsets are
+not changes while a different string or a different callee is.  A change
+that only moves ``__LINE__`` immediates fed to an assertion-failure call is
+recognised (kpatch does the same) and is not a change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from buildhook.diff.bodies import (
+    STATIC_LOCAL,
+    FunctionBody,
+    Target,
+    data_symbols,
+    function_bodies,
+    referenced_targets,
+    resolve,
+)
+from buildhook.elf.objfile import ObjectFile, Symbol
+
+# Calls whose argument registers may carry __LINE__: a difference only in
+# those immediates is a line shift, not a change of behaviour.
+LINE_REPORTING_CALLS = frozenset({"__assert_fail", "__assert_perror_fail", "__assert", "__assert_rtn"})
+# mov $imm32, %r32: opcode b8+r, optionally after REX.B (41).
+MOV_IMM32_OPCODES = frozenset(range(0xB8, 0xC0))
+LINE_CALL_WINDOW = 48
+
+
+@dataclass
+class Correlation:
+    """Old symbol name → new symbol name for the symbols whose names differ or vanish."""
+
+    old_to_new: dict[str, str] = field(default_factory=dict)
+    new_to_old: dict[str, str] = field(default_factory=dict)
+    removed_static_locals: list[tuple[Symbol, set[str]]] = field(default_factory=list)
+
+    def new_name(self, old_name: str) -> str | None:
+        return self.old_to_new.get(old_name)
+
+    def old_name(self, new_name: str) -> str | None:
+        return self.new_to_old.get(new_name)
+
+
+class ObjectComparison:
+    """One changed object pair, correlated and compared."""
+
+    def __init__(self, old: ObjectFile, new: ObjectFile) -> None:
+        self.old = old
+        self.new = new
+        self.old_bodies = function_bodies(old)
+        self.new_bodies = function_bodies(new)
+        self.old_data = data_symbols(old)
+        self.new_data = data_symbols(new)
+        self.correlation = self._correlate()
+        self.line_only: set[str] = set()
+        self.changed_functions = self._changed_functions()
+
+    # -- correlate ---------------------------------------------------------
+
+    def _static_local_users(self, obj: ObjectFile, bodies: dict[str, FunctionBody]) -> dict[str, set[str]]:
+        users: dict[str, set[str]] = {}
+        for body in bodies.values():
+            for _part, _rel, target in referenced_targets(obj, body):
+                symbol = target.symbol
+                if target.kind == "symbol" and symbol is not None and symbol.is_local \
+                        and symbol.type in ("STT_OBJECT", "STT_TLS") and STATIC_LOCAL.match(symbol.name):
+                    users.setdefault(symbol.name, set()).add(body.name)
+        return users
+
+    def _correlate(self) -> Correlation:
+        correlation = Correlation()
+        names_old = {symbol.name for symbol in self.old.symbols if symbol.name}
+        names_new = {symbol.name for symbol in self.new.symbols if symbol.name}
+        for name in names_old & names_new:
+            if not STATIC_LOCAL.match(name) or name not in self.old_data:
+                correlation.old_to_new[name] = name
+                correlation.new_to_old[name] = name
+        old_users = self._static_local_users(self.old, self.old_bodies)
+        new_users = self._static_local_users(self.new, self.new_bodies)
+        old_statics = [s for s in self.old_data.values() if s.is_local and STATIC_LOCAL.match(s.name)]
+        new_statics = [s for s in self.new_data.values() if s.is_local and STATIC_LOCAL.match(s.name)]
+        unmatched_new = list(new_statics)
+        for old_symbol in sorted(old_statics, key=lambda s: s.name):
+            base = STATIC_LOCAL.match(old_symbol.name)["base"]  # type: ignore[index]
+            users = old_users.get(old_symbol.name, set())
+            candidates = [s for s in unmatched_new if STATIC_LOCAL.match(s.name)["base"] == base]  # type: ignore[index]
+            exact = [s for s in candidates if new_users.get(s.name, set()) == users and users]
+            overlapping = [s for s in candidates if new_users.get(s.name, set()) & users]
+            chosen = exact[0] if len(exact) == 1 else overlapping[0] if len(overlapping) == 1 else None
+            if chosen is None and not users and len(candidates) == 1:
+                chosen = candidates[0]
+            if chosen is None:
+                correlation.removed_static_locals.append((old_symbol, users))
+                correlation.old_to_new.pop(old_symbol.name, None)
+                continue
+            unmatched_new.remove(chosen)
+            correlation.old_to_new[old_symbol.name] = chosen.name
+            correlation.new_to_old[chosen.name] = old_symbol.name
+        return correlation
+
+    # -- compare -----------------------------------------------------------
+
+    def target_key(self, target: Target, old_side: bool) -> tuple[object, ...]:
+        """A target reduced to what it means, in the new object's names."""
+        if target.kind == "symbol" and target.symbol is not None:
+            name = target.symbol.name
+            if old_side:
+                mapped = self.correlation.new_name(name)
+                name = mapped if mapped is not None else f"<old-only {name}>"
+            return ("symbol", name, target.offset)
+        if target.kind in ("string", "constant"):
+            return (target.kind, target.content, target.offset)
+        if target.kind == "section" and target.section is not None:
+            return ("section", target.section.name, target.offset)
+        return ("external", target.name, target.offset)
+
+    def signature(self, body: FunctionBody, old_side: bool) -> list[tuple[object, ...]]:
+        obj = self.old if old_side else self.new
+        result: list[tuple[object, ...]] = []
+        for part in body.parts:
+            relocations = tuple((rel.offset - part.start, rel.type, self.target_key(resolve(obj, rel), old_side))
+                                for rel in part.relocations)
+            result.append((part.role, part.data, relocations))
+        return result
+
+    def _changed_functions(self) -> set[str]:
+        changed = set()
+        for name, new_body in self.new_bodies.items():
+            old_name = self.correlation.old_name(name)
+            old_body = self.old_bodies.get(old_name) if old_name else None
+            if old_body is None:
+                continue
+            old_signature = self.signature(old_body, True)
+            new_signature = self.signature(new_body, False)
+            if old_signature == new_signature:
+                continue
+            if self._line_numbers_only(old_signature, new_signature, new_body):
+                self.line_only.add(name)
+                continue
+            changed.add(name)
+        return changed
+
+    def _line_numbers_only(self, old_sig: list[tuple[object, ...]], new_sig: list[tuple[object, ...]],
+                           body: FunctionBody) -> bool:
+        """Whether two signatures differ only in __LINE__ immediates passed to an assertion."""
+        if len(old_sig) != len(new_sig):
+            return False
+        for (old_role, old_data, old_rels), (new_role, new_data, new_rels) in zip(old_sig, new_sig):
+            if old_role != new_role or old_rels != new_rels or len(old_data) != len(new_data):  # type: ignore[arg-type]
+                return False
+            if old_data == new_data:
+                continue
+            report_calls = [offset for offset, rel_type, key in new_rels  # type: ignore[misc]
+                            if key[0] == "external" and key[1] in LINE_REPORTING_CALLS]
+            if not report_calls:
+                return False
+            differing = [i for i, (a, b) in enumerate(zip(old_data, new_data)) if a != b]  # type: ignore[arg-type]
+            if not all(self._inside_line_immediate(new_data, index, report_calls) for index in differing):  # type: ignore[arg-type]
+                return False
+        return True
+
+    @staticmethod
+    def _inside_line_immediate(data: bytes, index: int, report_calls: list[int]) -> bool:
+        for start in range(index - 3, index + 1):
+            opcode_at = start - 1
+            if opcode_at < 0 or data[opcode_at] not in MOV_IMM32_OPCODES:
+                continue
+            if any(start + 4 <= call <= start + 4 + LINE_CALL_WINDOW for call in report_calls):
+                return True
+        return False
+
+    # -- data --------------------------------------------------------------
+
+    def data_bytes(self, obj: ObjectFile, symbol: Symbol) -> bytes:
+        if not isinstance(symbol.section, int):
+            return b""
+        section = obj.sections[symbol.section]
+        return section.data[symbol.value:symbol.value + symbol.size]
+
+    def data_signature(self, symbol: Symbol, old_side: bool) -> tuple[object, ...]:
+        obj = self.old if old_side else self.new
+        if not isinstance(symbol.section, int):
+            return (symbol.size,)
+        section = obj.sections[symbol.section]
+        relocations = tuple(
+            (rel.offset - symbol.value, rel.type, self.target_key(resolve(obj, rel), old_side))
+            for rel in section.relocations if symbol.value <= rel.offset < symbol.value + symbol.size)
+        return (self.data_bytes(obj, symbol), relocations)

@@ -1,0 +1,99 @@
+"""What a diff concludes: replaced and new functions, new data, refusals, warnings.
+
+Rule ids are stable strings: tests, ``diff --json`` and the patch metadata
+use them, and docs/diff.md explains each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Refusals: the patch is not written.
+STATIC_LOCAL_REMOVED = "static-local-removed"
+GLOBAL_SIZE_CHANGED = "global-size-changed"
+STRUCT_LAYOUT_CHANGED = "struct-layout-changed"
+NEW_TLS_VARIABLE = "new-tls-variable"
+NEW_CONSTRUCTOR = "new-constructor"
+FUNCTION_TOO_SHORT = "function-too-short"
+UNREACHABLE_CHANGE = "unreachable-change"
+UNSUPPORTED_RELOCATION = "unsupported-relocation"
+MISSING_FUNCTION_SECTIONS = "missing-function-sections"
+# Warnings: the patch is written, and says this.
+INITIAL_VALUE_CHANGED = "initial-value-changed"
+LINE_NUMBER_ONLY = "line-number-only"
+REMOVED_FUNCTION = "removed-function"
+
+PATCH = "patch"
+NO_CHANGE = "no-change"
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A refusal or a warning: which symbol, in which source file, which rule, why."""
+
+    symbol: str
+    file: str
+    rule: str
+    message: str
+
+    def line(self) -> str:
+        """One line a patch author can act on."""
+        return f"{self.file}: {self.symbol}: {self.message} [{self.rule}]"
+
+
+@dataclass
+class FunctionEntry:
+    """A function the patch replaces (jump at its old entry) or adds."""
+
+    name: str
+    file: str
+    new_size: int
+    old_address: int | None = None
+    old_size: int | None = None
+    old_sha256: str | None = None
+    room: int | None = None
+    reached: str = "jump at old entry"
+
+
+@dataclass
+class DataEntry:
+    """A variable the patch carries (new, or a read-only object whose content changed)."""
+
+    name: str
+    file: str
+    size: int
+    section: str
+
+
+@dataclass
+class DiffResult:
+    """Everything ``buildhook diff`` decided, before the ``.po`` is written."""
+
+    replaced: list[FunctionEntry] = field(default_factory=list)
+    new_functions: list[FunctionEntry] = field(default_factory=list)
+    new_data: list[DataEntry] = field(default_factory=list)
+    refusals: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    objects_compared: int = 0
+
+    @property
+    def outcome(self) -> str:
+        if self.refusals:
+            return REFUSED
+        if not self.replaced and not self.new_functions:
+            return NO_CHANGE
+        return PATCH
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "outcome": self.outcome,
+            "replaced": [{"name": f.name, "file": f.file} for f in self.replaced],
+            "new_functions": [{"name": f.name, "file": f.file} for f in self.new_functions],
+            "new_data": [{"name": d.name, "file": d.file} for d in self.new_data],
+            "refused": [{"symbol": r.symbol, "file": r.file, "rule": r.rule, "reason": r.message}
+                        for r in self.refusals],
+            "warnings": [{"symbol": w.symbol, "file": w.file, "rule": w.rule, "message": w.message}
+                         for w in self.warnings],
+            "objects_compared": self.objects_compared,
+        }
