@@ -12,6 +12,7 @@ hook may lift that later).
 from __future__ import annotations
 
 import io
+import struct
 
 from elftools.elf.elffile import ELFFile
 
@@ -19,10 +20,29 @@ from buildhook.elf.objfile import ObjectFile
 
 Layout = tuple[int, tuple[tuple[str, int], ...]]
 
+# Debug-info relocations pyelftools cannot apply (TLS variable locations, which
+# layouts never read); they are turned into R_X86_64_NONE in a private copy.
+R_X86_64_NONE = 0
+DEBUG_ONLY_TLS_RELOCATIONS = frozenset({17, 21})  # R_X86_64_DTPOFF64, R_X86_64_DTPOFF32
+
+
+def _debug_relocations_neutralised(data: bytes) -> bytes:
+    elf = ELFFile(io.BytesIO(data))
+    copy = bytearray(data)
+    for section in elf.iter_sections():
+        if section.header.sh_type != "SHT_RELA" or not section.name.startswith(".rela.debug"):
+            continue
+        start, size = section.header.sh_offset, section.header.sh_size
+        for offset in range(start, start + size, 24):
+            info = struct.unpack_from("<Q", copy, offset + 8)[0]
+            if info & 0xFFFFFFFF in DEBUG_ONLY_TLS_RELOCATIONS:
+                struct.pack_into("<Q", copy, offset + 8, info & ~0xFFFFFFFF | R_X86_64_NONE)
+    return bytes(copy)
+
 
 def struct_layouts(obj: ObjectFile) -> dict[str, Layout]:
     """``"struct name" → (byte size, ((member, offset), …))`` for complete named structs and unions."""
-    elf = ELFFile(io.BytesIO(obj.data))
+    elf = ELFFile(io.BytesIO(_debug_relocations_neutralised(obj.data)))
     if not elf.has_dwarf_info():
         return {}
     layouts: dict[str, Layout] = {}

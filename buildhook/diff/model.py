@@ -86,11 +86,18 @@ class DiffResult:
         return PATCH
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "outcome": self.outcome,
+        """The ``diff --json`` report.  A refused diff replaces nothing; what it
+        would have carried is listed under ``would_*`` for the patch author."""
+        functions = {
             "replaced": [{"name": f.name, "file": f.file} for f in self.replaced],
             "new_functions": [{"name": f.name, "file": f.file} for f in self.new_functions],
             "new_data": [{"name": d.name, "file": d.file} for d in self.new_data],
+        }
+        refused = self.outcome == REFUSED
+        return {
+            "outcome": self.outcome,
+            **{key: [] if refused else value for key, value in functions.items()},
+            **({f"would_{key}": value for key, value in functions.items()} if refused else {}),
             "refused": [{"symbol": r.symbol, "file": r.file, "rule": r.rule, "reason": r.message}
                         for r in self.refusals],
             "warnings": [{"symbol": w.symbol, "file": w.file, "rule": w.rule, "message": w.message}

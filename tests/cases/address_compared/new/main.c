@@ -1,0 +1,36 @@
+#include <stdio.h>
+
+typedef int (*event_handler)(int event);
+
+/* The default handler; callbacks registered as this one are "unset". */
+__attribute__((noinline)) int default_handler(int event)
+{
+    return event < 0 ? 0 : event * 2 + (event >> 4);   /* new: negative events are ignored */
+}
+
+__attribute__((noinline)) static int audit_handler(int event)
+{
+    return event + 1000;
+}
+
+static event_handler handlers[4] = { default_handler, audit_handler, default_handler, default_handler };
+
+/* Runs the handler of a slot; says whether a custom one was installed. */
+__attribute__((noinline)) int dispatch(int slot, int event)
+{
+    event_handler cb = handlers[slot & 3];
+    if (cb == default_handler)
+        printf("slot %d: default handler\n", slot);
+    else
+        printf("slot %d: custom handler\n", slot);
+    return cb(event);
+}
+
+int main(void)
+{
+    int sum = 0;
+    for (int slot = 0; slot < 4; slot++)
+        sum += dispatch(slot, slot + 1);
+    printf("%d\n", sum);
+    return 0;
+}

@@ -1,0 +1,17 @@
+#include <stdio.h>
+
+/* Tunables, read by the code on every call. */
+int max_retries = 3;
+int retry_gap_ms = 200;
+
+/* Total time a client may wait before giving up. */
+__attribute__((noinline)) int worst_case_wait(void)
+{
+    return max_retries * retry_gap_ms;
+}
+
+int main(void)
+{
+    printf("%d\n", worst_case_wait());
+    return 0;
+}

@@ -1,0 +1,30 @@
+#include <pthread.h>
+#include <stdio.h>
+
+/* Per-thread nesting depth of the parser. */
+__thread int parse_depth;
+
+__attribute__((noinline)) int enter_block(void)
+{
+    return ++parse_depth;
+}
+
+static void *worker(void *arg)
+{
+    int blocks = *(const int *)arg, deepest = 0;
+    for (int i = 0; i < blocks; i++)
+        deepest = enter_block();
+    printf("%d\n", deepest);
+    return NULL;
+}
+
+int main(void)
+{
+    pthread_t thread;
+    int blocks = 5;
+    if (pthread_create(&thread, NULL, worker, &blocks) != 0)
+        return 1;
+    pthread_join(thread, NULL);
+    worker(&blocks);
+    return 0;
+}

@@ -1,0 +1,47 @@
+#include <stdio.h>
+#include <stdlib.h>
+
+struct entry {
+    int key;
+    int value;
+    struct entry *next;
+};
+
+static struct entry *entries;
+
+__attribute__((noinline)) void add_entry(int key, int value)
+{
+    struct entry *entry = malloc(sizeof *entry);
+    if (!entry)
+        return;
+    entry->key = key;
+    entry->value = value;
+    entry->next = entries;
+    entries = entry;
+}
+
+__attribute__((noinline)) int sum_values(void)
+{
+    int sum = 0;
+    for (const struct entry *entry = entries; entry; entry = entry->next)
+        sum += entry->value;
+    return sum;
+}
+
+__attribute__((noinline)) void clear_entries(void)
+{
+    while (entries) {
+        struct entry *next = entries->next;
+        free(entries);
+        entries = next;
+    }
+}
+
+int main(void)
+{
+    for (int key = 1; key <= 4; key++)
+        add_entry(key, key * 10);
+    printf("%d\n", sum_values());
+    clear_entries();
+    return 0;
+}
