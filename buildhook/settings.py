@@ -70,6 +70,12 @@ SETTINGS: tuple[Setting, ...] = (
             "What a failure inside buildhook does: `fail` (one-line reason, the build "
             "step fails) or `plain` (one-line warning, the build goes on unrecorded).",
             choices=("fail", "plain")),
+    Setting("patch_from", "BUILDHOOK_PATCH_FROM", "latest",
+            "After each recorded link of a released binary, write BINARY.from-TAG.po: from its "
+            "`latest` release, from the listed tags (comma-separated), or `off`."),
+    Setting("patch_strict", "BUILDHOOK_PATCH_STRICT", False,
+            "Fail the link step when the post-link patch is refused or fails (default: one line, "
+            "the build goes on)."),
     Setting("skip_outputs", "BUILDHOOK_SKIP_OUTPUTS", "conftest*,cmTC_*",
             "Comma-separated globs of output file names that are never recorded "
             "(configure probes, CMake try-compiles)."),

@@ -63,6 +63,7 @@ class _Wrapper:
         self.program = program
         self.cwd = os.getcwd()
         self.family = compiler_family(invocation.compiler)
+        self.post_link_status = 0  # non-zero when a strict post-link patch step failed
 
     # -- running the real compiler ----------------------------------------
 
@@ -178,12 +179,29 @@ class _Wrapper:
             if status != 0 or not wanted:
                 return status
             self.record(
-                lambda store: recording.record_link(store, output=output, map_path=map_path,
-                                          compiler=self.invocation.prefix, flags=injected + link_words,
-                                          cwd=self.cwd, renamed_objects=renamed),
+                lambda store: self._record_link_and_patch(store, output, map_path, injected + link_words, renamed),
                 [recording.absolute(output, self.cwd)],
             )
-        return status
+        return self.post_link_status
+
+    def _record_link_and_patch(self, store: Store, output: str, map_path: str | None, flags: list[str],
+                               renamed: dict[str, recording.CompiledObject]) -> None:
+        from buildhook.wrap import recording
+
+        link = recording.record_link(store, output=output, map_path=map_path, compiler=self.invocation.prefix,
+                                     flags=flags, cwd=self.cwd, renamed_objects=renamed)
+        if str(self.settings["patch_from"]).strip().lower() == "off":
+            return
+        from buildhook.diff.postlink import patches_after_link
+
+        try:
+            ok, lines = patches_after_link(store, link, str(self.settings["patch_from"]))
+        except Exception as exc:  # noqa: BLE001 - the patch step must never break a build silently
+            ok, lines = False, [f"buildhook: post-link patch failed: {exc.__class__.__name__}: {exc}"]
+        for line in lines:
+            print(line, file=sys.stderr)
+        if not ok and self.settings.flag("patch_strict"):
+            self.post_link_status = 1
 
     def compile_sources_first(self, command: DriverCommand, injected: list[str],
                               scratch: str) -> tuple[int, list[str], dict[str, recording.CompiledObject]]:
