@@ -49,3 +49,14 @@ def test_every_setting_is_documented() -> None:
     doc = (REPO / "docs" / "wrapper.md").read_text()
     for setting in SETTINGS:
         assert f"| `{setting.env}` | `{setting.key}` |" in doc, setting.env
+
+
+def test_wheel_ships_every_subpackage() -> None:
+    """pyproject lists packages explicitly (the bundled folders are mapped); none may be forgotten."""
+    import tomllib
+
+    from tests.conftest import REPO
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "buildhook").rglob("__init__.py")}
+    assert on_disk <= listed, f"missing from pyproject.toml packages: {sorted(on_disk - listed)}"

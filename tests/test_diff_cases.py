@@ -94,6 +94,9 @@ def case_env(tmp_path: Path) -> dict[str, str]:
         PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
         BUILDHOOK_STORE=str(tmp_path / "store"),
         BUILDHOOK_CONFIG=str(tmp_path / "none.toml"),
+        # This harness checks `buildhook diff`; the post-link step (which runs the
+        # same planner and prints refusals) is tested in test_diff_sample.py.
+        BUILDHOOK_PATCH_FROM="off",
         LC_ALL="C",
     )
     return variables

@@ -3,7 +3,7 @@
 Once a binary has a release, each link of it writes ``BINARY.from-TAG.po``
 next to it (from its latest release, or from the tags the user configured).
 The step never fails the build unless strict mode is on: a refusal or an
-error is one line on stderr.  When no program object differs from the
+error is one line on stderr; a written patch is silent (its file says it).  When no program object differs from the
 release's, nothing is parsed (a few hash comparisons), and a stale patch
 for that release is removed, since it would no longer describe this build.
 """
@@ -50,10 +50,8 @@ def patches_after_link(store: Store, link: LinkRecord, setting: str) -> tuple[bo
             continue
         result = outcome.result
         if result.outcome == PATCH and outcome.patch is not None:
-            with open(path, "wb") as handle:
+            with open(path, "wb") as handle:  # silent: the build's output stays the compiler's
                 handle.write(outcome.patch)
-            lines.append(f"buildhook: wrote {path} ({len(result.replaced)} replaced, "
-                         f"{len(result.new_functions)} new functions, {len(result.warnings)} warnings)")
         elif result.outcome == REFUSED:
             ok = False
             if os.path.exists(path):
