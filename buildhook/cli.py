@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = add("inspect", cmd_inspect, "show what a .po replaces and adds, and how each function is reached")
     inspect.add_argument("patch", metavar="X.po")
     inspect.add_argument("--json", action="store_true")
+    from buildhook.apply.cli import add_arguments as add_applier_arguments
+
+    add_applier_arguments(sub)
     demo = add("demo", cmd_demo, "build the sample server with the wrapper and show what was recorded")
     demo.add_argument("--keep", action="store_true", help="keep the demo folder instead of deleting it")
     return parser
@@ -235,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("apply", "revert", "status"):
+        from buildhook.apply.cli import dispatch
+
+        return dispatch(args, "buildhook")
     try:
         settings = Settings()
         return args.func(args, settings)

@@ -82,6 +82,7 @@ def make_patch(store: Store, base: LinkRecord, new: LinkRecord, from_tag: str, t
         "functions": [
             {"name": f.name, "file": f.file, "old_address": f.old_address, "old_size": f.old_size,
              "old_sha256": f.old_sha256, "room": f.room, "new_size": f.new_size, "reached": f.reached,
+             "old_parts": [list(part) for part in f.old_parts],
              "symbol": plan.entry_symbols[(f.file, f.name)]}
             for f in result.replaced
         ],

@@ -429,6 +429,15 @@ class PatchPlanner:
                     self.warn(name, unit.file, model.INITIAL_VALUE_CHANGED,
                               f"initial value of {name} changed; the running process keeps its current value")
 
+    def _old_cold_parts(self, unit: Unit, old_symbol: Symbol) -> list[tuple[int, int]]:
+        """Where the base has the old function's .cold parts: threads there are still in it."""
+        assert self.base is not None and unit.comparison is not None and unit.pair.old is not None
+        old_body = unit.comparison.old_bodies.get(old_symbol.name)
+        if old_body is None:
+            return []
+        return [(self.base.section_address(unit.pair.old, part.section.name) + part.start, part.end - part.start)
+                for part in old_body.parts if part.role == "cold"]
+
     # -- results -------------------------------------------------------------
 
     def refuse(self, symbol: str, file: str, rule: str, message: str) -> None:
@@ -458,7 +467,8 @@ class PatchPlanner:
             section = unit.old.sections[old_symbol.section].name  # type: ignore[index]
             room = self.base.binary.room_at(address)
             entry = model.FunctionEntry(name, unit.file, new_size, address, old_symbol.size,
-                                        self.base.binary.sha256_at(address, old_symbol.size), room)
+                                        self.base.binary.sha256_at(address, old_symbol.size), room,
+                                        old_parts=self._old_cold_parts(unit, old_symbol))
             self.result.replaced.append(entry)
             if room < JUMP_SIZE:
                 self.refuse(name, unit.file, model.FUNCTION_TOO_SHORT,

@@ -54,6 +54,7 @@ class FunctionEntry:
     old_sha256: str | None = None
     room: int | None = None
     reached: str = "jump at old entry"
+    old_parts: list[tuple[int, int]] = field(default_factory=list)  # (address, size) of old .cold parts
 
 
 @dataclass

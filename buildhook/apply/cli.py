@@ -1,0 +1,144 @@
+"""The applier's command line: ``apply``, ``revert``, ``status``.
+
+Shared by ``buildhook apply|revert|status`` and the standalone zipapp
+(``python3 buildhook-apply.pyz apply X.po --pid N``), so it imports nothing
+beyond the standard library, pyelftools and the applier.
+
+Exit status: 0 done, 1 error (bad input, no such process, ptrace denied),
+2 refused (unsafe or busy; the target is as it was).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from buildhook.apply.applier import ApplyRefused, ApplyReport, apply_patch, patch_status, revert_patch
+from buildhook.apply.process import ProcessError
+from buildhook.apply.ptrace import PtraceError
+from buildhook.apply.threads import TraceDenied
+from buildhook.po.reader import PatchFormatError, read_patch_file
+
+EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
+
+
+def processes_running(path: str, build_id: str) -> list[int]:
+    """PIDs whose executable is *path* (or was, before an upgrade replaced it) and maps *build_id*."""
+    from buildhook.apply.process import mapped_objects
+
+    wanted = os.path.realpath(path)
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{name}/exe")
+        except OSError:
+            continue
+        if exe.removesuffix(" (deleted)") != wanted:
+            continue
+        try:
+            if any(item.build_id == build_id for item in mapped_objects(int(name))):
+                found.append(int(name))
+        except ProcessError:
+            continue
+    return sorted(found)
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    apply = sub.add_parser("apply", help="apply a .po to running processes",
+                           description="Apply a .po to a running process (exit 0 applied, 2 refused, 1 error).")
+    apply.add_argument("patch", metavar="X.po")
+    where = apply.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pid", type=int)
+    where.add_argument("--exe", metavar="PATH", help="every process running PATH with the patch's target build-id")
+    apply.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for busy functions (default 5)")
+    apply.add_argument("--json", action="store_true")
+    apply.set_defaults(func=run_apply)
+    revert = sub.add_parser("revert", help="revert a patch applied to a process")
+    revert.add_argument("--pid", type=int, required=True)
+    revert.add_argument("patch_id", nargs="?", metavar="PATCH_ID", help="default: the newest")
+    revert.add_argument("--timeout", type=float, default=5.0)
+    revert.add_argument("--json", action="store_true")
+    revert.set_defaults(func=run_revert)
+    status = sub.add_parser("status", help="list the patches applied to a process")
+    status.add_argument("--pid", type=int, required=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=run_status)
+
+
+def _print_reports(reports: list[ApplyReport], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([report.to_json() for report in reports], indent=2))
+        return
+    for report in reports:
+        if report.pause_us is not None:
+            print(f"process {report.pid}: {report.result} patch {report.patch_id[:16]} "
+                  f"({len(report.functions)} functions: {', '.join(report.functions)}); "
+                  f"paused {report.pause_us:.0f} µs, {report.total_ms:.1f} ms in all")
+        else:
+            print(f"process {report.pid}: {report.result}: {report.message}")
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    patch = read_patch_file(args.patch)
+    pids = [args.pid] if args.pid is not None else processes_running(args.exe, patch.target_build_id)
+    if not pids:
+        raise ProcessError(f"no running process of {args.exe} maps build-id {patch.target_build_id}")
+    reports: list[ApplyReport] = []
+    try:
+        for pid in pids:
+            reports.append(apply_patch(patch, pid, args.timeout, os.path.basename(args.patch)))
+    except (ApplyRefused, ProcessError, PtraceError, TraceDenied):
+        for done in reports:  # all processes or none
+            try:
+                revert_patch(done.pid, done.patch_id, args.timeout)
+            except (ApplyRefused, ProcessError, PtraceError):
+                pass
+        raise
+    _print_reports(reports, args.json)
+    return EXIT_OK
+
+
+def run_revert(args: argparse.Namespace) -> int:
+    _print_reports([revert_patch(args.pid, args.patch_id, args.timeout)], args.json)
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    patches = patch_status(args.pid)
+    if args.json:
+        print(json.dumps({"pid": args.pid, "patches": [p.to_json() for p in patches]}, indent=2))
+        return EXIT_OK
+    if not patches:
+        print(f"process {args.pid}: no patches applied")
+    for patch in patches:
+        print(f"process {args.pid}: patch {patch.patch_id[:16]} ({patch.from_release} → {patch.to_release}), "
+              f"{len(patch.functions)} functions redirected: {', '.join(f.name for f in patch.functions)}")
+    return EXIT_OK
+
+
+def dispatch(args: argparse.Namespace, program: str) -> int:
+    """Run an applier command; every failure is one line on stderr and an exit status."""
+    try:
+        return int(args.func(args))
+    except ApplyRefused as exc:
+        print(f"{program}: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (PatchFormatError, ProcessError, TraceDenied, PtraceError) as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="buildhook-apply", description="Apply buildhook .po patches to "
+                                     "running processes.")
+    add_arguments(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return dispatch(args, "buildhook-apply")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""ptrace on x86-64 Linux through ctypes: seize, stop, read, inject, resume.
+
+Only what the applier needs, and with the semantics it relies on:
+
+* ``PTRACE_SEIZE`` attaches without stopping; ``PTRACE_INTERRUPT`` stops a
+  thread in a ptrace event stop, from which a plain resume lets an
+  interrupted system call restart (the target never sees EINTR).
+* A system call is injected on one stopped thread by pointing it at an
+  existing ``syscall`` instruction and stepping with ``PTRACE_SYSCALL`` to the
+  exit stop: no byte of the target's code is changed for it.  A thread that
+  was inside a restartable system call is then set up to re-execute it, as
+  the kernel would have done.
+* Memory is read with ``process_vm_readv`` (many ranges in one call) and
+  written through ``/proc/PID/mem``, which reaches read-only code as root.
+
+Standard library only: the runtime applier ships without anything else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_DETACH = 17
+PTRACE_SYSCALL = 24
+PTRACE_CONT = 7
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000
+SIGTRAP = 5
+
+# user_regs_struct, in kernel order.
+REGISTER_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+                  "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
+                  "ds", "es", "fs", "gs")
+REGS_FORMAT = "<27Q"
+REGS_SIZE = struct.calcsize(REGS_FORMAT)
+
+# Results a system call interrupted by our stop leaves in rax: restart it.
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+NR_RESTART_SYSCALL = 219
+SYSCALL_INSTRUCTION_SIZE = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_libc.ptrace.restype = ctypes.c_long
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc.process_vm_readv.argtypes = [ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_ulong,
+                                   ctypes.POINTER(_IOVec), ctypes.c_ulong, ctypes.c_ulong]
+_libc.process_vm_readv.restype = ctypes.c_ssize_t
+
+
+class PtraceError(Exception):
+    """A ptrace operation failed; ``errno`` says why (EPERM: not allowed, ESRCH: gone)."""
+
+    def __init__(self, message: str, error: int) -> None:
+        super().__init__(message)
+        self.errno = error
+
+
+class Registers:
+    """One thread's general-purpose registers (a mutable view of user_regs_struct)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = values
+
+    def __getattr__(self, name: str) -> int:
+        return self.values[REGISTER_NAMES.index(name)]
+
+    def set(self, **changes: int) -> Registers:
+        values = list(self.values)
+        for name, value in changes.items():
+            values[REGISTER_NAMES.index(name)] = value & 0xFFFFFFFFFFFFFFFF
+        return Registers(values)
+
+    def pack(self) -> bytes:
+        return struct.pack(REGS_FORMAT, *self.values)
+
+
+def _call(request: int, tid: int, address: int = 0, data: int = 0) -> int:
+    ctypes.set_errno(0)
+    result = _libc.ptrace(request, tid, ctypes.c_void_p(address), ctypes.c_void_p(data))
+    if result == -1:
+        error = ctypes.get_errno()
+        if error:
+            raise PtraceError(f"ptrace request {request:#x} on thread {tid}: {os.strerror(error)}", error)
+    return result
+
+
+def seize(tid: int) -> None:
+    """Attach to a thread without stopping it."""
+    _call(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD)
+
+
+def interrupt(tid: int) -> None:
+    _call(PTRACE_INTERRUPT, tid)
+
+
+def detach(tid: int, signal: int = 0) -> None:
+    """Let the thread go (re-delivering *signal* if it had one pending)."""
+    _call(PTRACE_DETACH, tid, 0, signal)
+
+
+def cont(tid: int, signal: int = 0) -> None:
+    _call(PTRACE_CONT, tid, 0, signal)
+
+
+def wait_stop(tid: int) -> tuple[str, int]:
+    """Wait for a traced thread to stop: ("event", 0), ("signal", signo), ("syscall", 0) or ("exited", code)."""
+    while True:
+        try:
+            _, status = os.waitpid(tid, WALL)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        return "exited", os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    signal = os.WSTOPSIG(status)
+    if status >> 16 == PTRACE_EVENT_STOP:
+        return "event", 0
+    if signal == SIGTRAP | 0x80:
+        return "syscall", 0
+    return "signal", signal
+
+
+def get_registers(tid: int) -> Registers:
+    buffer = ctypes.create_string_buffer(REGS_SIZE)
+    _call(PTRACE_GETREGS, tid, 0, ctypes.addressof(buffer))
+    return Registers(list(struct.unpack(REGS_FORMAT, buffer.raw)))
+
+
+def set_registers(tid: int, registers: Registers) -> None:
+    buffer = ctypes.create_string_buffer(registers.pack(), REGS_SIZE)
+    _call(PTRACE_SETREGS, tid, 0, ctypes.addressof(buffer))
+
+
+def read_ranges(pid: int, ranges: list[tuple[int, int]]) -> list[bytes]:
+    """Read several (address, size) ranges of a process in one system call."""
+    if not ranges:
+        return []
+    buffers = [ctypes.create_string_buffer(size) for _, size in ranges]
+    local = (_IOVec * len(ranges))(*[_IOVec(ctypes.addressof(b), size) for b, (_, size) in zip(buffers, ranges)])
+    remote = (_IOVec * len(ranges))(*[_IOVec(address, size) for address, size in ranges])
+    total = sum(size for _, size in ranges)
+    got = _libc.process_vm_readv(pid, local, len(ranges), remote, len(ranges), 0)
+    if got < 0:
+        error = ctypes.get_errno()
+        raise PtraceError(f"reading memory of {pid}: {os.strerror(error)}", error)
+    result = []
+    remaining = got
+    for buffer, (_, size) in zip(buffers, ranges):
+        take = max(0, min(size, remaining))
+        result.append(buffer.raw[:take])
+        remaining -= take
+    if got != total:
+        # A short read stops at the first unreadable range; callers see the truncation.
+        pass
+    return result
+
+
+class ProcessMemory:
+    """``/proc/PID/mem``: read and write, code included (as root)."""
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+
+    def read(self, address: int, size: int) -> bytes:
+        return os.pread(self.fd, size, address)
+
+    def write(self, address: int, data: bytes) -> None:
+        written = os.pwrite(self.fd, data, address)
+        if written != len(data):
+            raise PtraceError(f"short write at {address:#x}: {written} of {len(data)} bytes", errno.EIO)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def restart_registers(saved: Registers) -> Registers:
+    """The registers that make a thread re-execute the system call it was stopped in.
+
+    The kernel does this itself when a stopped thread is simply resumed; after
+    a system call was injected on the thread we must do it, or the thread
+    would return to user space with -ERESTARTSYS in rax.
+    """
+    orig = saved.orig_rax
+    result = saved.rax - (1 << 64) if saved.rax >= 1 << 63 else saved.rax
+    if orig >= 1 << 63:  # not in a system call
+        return saved
+    if -result in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
+        return saved.set(rax=orig, rip=saved.rip - SYSCALL_INSTRUCTION_SIZE)
+    if -result == ERESTART_RESTARTBLOCK:
+        return saved.set(rax=NR_RESTART_SYSCALL, rip=saved.rip - SYSCALL_INSTRUCTION_SIZE)
+    return saved
+
+
+def inject_syscall(tid: int, gadget: int, number: int, *arguments: int) -> int:
+    """Run system call *number* on stopped thread *tid*, return its result.
+
+    *gadget* is the address of a ``syscall`` instruction in the target.  The
+    thread is left stopped with its registers as before (set up to restart
+    an interrupted system call).
+    """
+    saved = get_registers(tid)
+    names = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+    injected = saved.set(rip=gadget, rax=number, orig_rax=-1, **dict(zip(names, arguments)))
+    set_registers(tid, injected)
+    try:
+        for expected in ("entry", "exit"):
+            _call(PTRACE_SYSCALL, tid)
+            kind, signal = wait_stop(tid)
+            while kind == "signal":  # a signal arrived meanwhile: keep it for later, step on
+                _call(PTRACE_SYSCALL, tid)
+                kind, signal = wait_stop(tid)
+            if kind != "syscall":
+                raise PtraceError(f"thread {tid} did not reach the injected system call's {expected} ({kind})",
+                                  errno.EIO)
+        result = get_registers(tid).rax
+    finally:
+        set_registers(tid, restart_registers(saved))
+    return result - (1 << 64) if result >= 1 << 63 else result

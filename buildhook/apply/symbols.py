@@ -1,0 +1,102 @@
+"""Resolving a patch's library symbols (``bind: dynamic``) inside the target.
+
+* A symbol the base binary already imports is read from the target's own
+  GOT: the dynamic linker resolved it there (IFUNCs included), exactly as
+  the old code sees it.  A lazily bound slot still holds the PLT stub, which
+  is just as callable.
+* A symbol the base never imported (a new libc call) is looked up in the
+  ``.dynsym`` of the libraries mapped in the process, default version
+  first, in load order.  An IFUNC found that way needs its resolver run in
+  the target: the caller is told, and the applier runs it there.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+
+from buildhook.apply.process import MappedObject
+
+R_X86_64_GLOB_DAT = 6
+R_X86_64_JUMP_SLOT = 7
+VERSYM_HIDDEN = 0x8000
+
+
+class SymbolError(Exception):
+    """A library symbol the patch needs is not in the process."""
+
+
+@dataclass(frozen=True)
+class LibrarySymbol:
+    """Where a symbol lives in the process; ``ifunc`` when its resolver must run first."""
+
+    address: int
+    ifunc: bool
+    library: str
+
+
+def _got_slots(item: MappedObject) -> dict[str, int]:
+    """Symbol name → link-time address of its GOT slot (JUMP_SLOT / GLOB_DAT)."""
+    elf = ELFFile(io.BytesIO(item.file_bytes))
+    slots: dict[str, int] = {}
+    dynsym = elf.get_section_by_name(".dynsym")
+    if dynsym is None:
+        return slots
+    for section in elf.iter_sections():
+        if isinstance(section, RelocationSection) and section.name in (".rela.plt", ".rela.dyn"):
+            for rel in section.iter_relocations():
+                if rel["r_info_type"] in (R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT) and rel["r_info_sym"]:
+                    name = dynsym.get_symbol(rel["r_info_sym"]).name
+                    slots.setdefault(name, rel["r_offset"])
+    return slots
+
+
+def _exports(item: MappedObject) -> dict[str, tuple[int, bool]]:
+    """Default-version defined dynamic symbols of a library: name → (value, is IFUNC)."""
+    elf = ELFFile(io.BytesIO(item.file_bytes))
+    dynsym = elf.get_section_by_name(".dynsym")
+    if dynsym is None:
+        return {}
+    versym = elf.get_section_by_name(".gnu.version")
+    versions = struct.unpack(f"<{versym.data_size // 2}H", versym.data()) if versym is not None else ()
+    exports: dict[str, tuple[int, bool]] = {}
+    for index, symbol in enumerate(dynsym.iter_symbols()):
+        entry = symbol.entry
+        if entry.st_shndx == "SHN_UNDEF" or entry.st_info.bind not in ("STB_GLOBAL", "STB_WEAK"):
+            continue
+        if entry.st_info.type not in ("STT_FUNC", "STT_OBJECT", "STT_GNU_IFUNC", "STT_NOTYPE"):
+            continue
+        hidden = bool(versions and versions[index] & VERSYM_HIDDEN)
+        if hidden and symbol.name in exports:
+            continue
+        if not hidden or symbol.name not in exports:
+            exports[symbol.name] = (entry.st_value, entry.st_info.type == "STT_GNU_IFUNC")
+    return exports
+
+
+class SymbolResolver:
+    """Looks symbols up in one process; GOT values are read through *read_word*."""
+
+    def __init__(self, target: MappedObject, libraries: list[MappedObject], read_word) -> None:  # type: ignore[no-untyped-def]
+        self.target = target
+        self.libraries = [item for item in libraries if item is not target]
+        self._read_word = read_word
+        self._slots = _got_slots(target)
+        self._exports: dict[str, dict[str, tuple[int, bool]]] = {}
+
+    def resolve(self, name: str) -> LibrarySymbol:
+        slot = self._slots.get(name)
+        if slot is not None:
+            value = self._read_word(self.target.bias + slot)
+            if value:
+                return LibrarySymbol(value, False, self.target.path + " (GOT)")
+        for library in self.libraries:
+            exports = self._exports.setdefault(library.path, _exports(library))
+            if name in exports:
+                value, ifunc = exports[name]
+                return LibrarySymbol(library.bias + value, ifunc, library.path)
+        raise SymbolError(f"the patch calls {name}, which no library loaded in the process exports")
