@@ -181,6 +181,14 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_applier_zipapp(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.apply.zipapp import write_zipapp
+
+    write_zipapp(args.output)
+    print(f"wrote {args.output}: run it with python3 {args.output} apply X.po --pid PID")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from buildhook.demo import run_demo
 
@@ -227,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = add("inspect", cmd_inspect, "show what a .po replaces and adds, and how each function is reached")
     inspect.add_argument("patch", metavar="X.po")
     inspect.add_argument("--json", action="store_true")
+    zipapp_command = add("applier-zipapp", cmd_applier_zipapp,
+                         "write the standalone applier (one file, needs only python3) to OUT.pyz")
+    zipapp_command.add_argument("output", metavar="OUT.pyz")
     from buildhook.apply.cli import add_arguments as add_applier_arguments
 
     add_applier_arguments(sub)

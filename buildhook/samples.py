@@ -32,11 +32,17 @@ def release_of(patch_name: str) -> str:
     return patch_name.split("-", 1)[0]
 
 
-def apply_series(tree: Path, upto: str) -> None:
-    """Apply the series in *tree* (a v1.0 copy) up to and including release *upto*."""
+def apply_series(tree: Path, upto: str, after: str | None = None) -> None:
+    """Apply the series in *tree* up to and including release *upto*.
+
+    The tree is at v1.0, or at release *after* (whose patches are then skipped).
+    """
     series = read_series(tree)
-    if upto not in {release_of(name) for name in series}:
-        raise SampleReleaseError(f"release {upto!r} is not in {tree / 'patches' / 'series'}")
+    releases = [release_of(name) for name in series]
+    if upto not in releases or (after is not None and after not in releases):
+        raise SampleReleaseError(f"release {upto!r} or {after!r} is not in {tree / 'patches' / 'series'}")
+    if after is not None:
+        series = series[releases.index(after) + 1:]
     for name in series:
         result = subprocess.run(
             ["patch", "-p1", "--forward", "--batch", "-i", str(tree / "patches" / name)],

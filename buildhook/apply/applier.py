@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from buildhook.apply import ptrace
 from buildhook.apply.loader import STATE_SIZE, PatchLayout, RelocationError, jump_bytes, plan_layout, relocate
 from buildhook.apply.process import MappedObject, ProcessError, find_target, free_gap_near, mapped_objects, read_maps
-from buildhook.apply.safety import BusyRange, busy_threads
+from buildhook.apply.safety import BusyRange, busy_threads, unwind_tables
 from buildhook.apply.state import MEMFD_PREFIX, AppliedPatch, RedirectedFunction, applied_patches
 from buildhook.apply.symbols import SymbolError, SymbolResolver
 from buildhook.apply.threads import ThreadGroup, TraceDenied
@@ -307,11 +307,14 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> 
     """Stop the world until it is safe, then *write*; returns (pause in µs, retries) or (None, reason)."""
     deadline = time.monotonic() + timeout
     retries = 0
+    frames = unwind_tables(mapped_objects(session.pid))
+    maps = read_maps(session.pid)
     while True:
         first_stop = session.group.stop_all()
         registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
-        maps = read_maps(session.pid)
-        found = busy_threads(session.pid, registers, maps, busy)
+        if any(not any(m.start <= regs.rsp < m.end for m in maps) for regs in registers.values()):
+            maps = read_maps(session.pid)  # a new thread's stack: the map changed
+        found = busy_threads(session.pid, registers, maps, busy, frames)
         if not found:
             write()
             session.group.resume_all()

@@ -10,7 +10,10 @@ one ``process_vm_readv``.
 
 The scan runs at C speed: words pointing into the same 4 GiB as the busy
 ranges share their upper four bytes, so ``bytes.find`` locates candidates and
-Python looks only at those.
+Python looks only at those.  A thread the scan flags is then unwound
+precisely from ``.eh_frame`` (unwind.py): a stale word in a live frame is not
+a return address.  When precise unwinding is not possible the conservative
+answer stands.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import struct
 from dataclasses import dataclass
 
 from buildhook.apply import ptrace
-from buildhook.apply.process import Mapping
+from buildhook.apply.process import Mapping, MappedObject
+from buildhook.apply.unwind import R12, R13, R14, R15, RBP, RBX, RSP, EhFrame, ModuleFrames, UnwindError, \
+    return_addresses
 
 RED_ZONE = 128
 
@@ -89,8 +94,41 @@ def scan_words(data: bytes, ranges: RangeSet) -> BusyRange | None:
     return None
 
 
+def unwind_tables(objects: list[MappedObject]) -> ModuleFrames:
+    """The .eh_frame tables of every loaded module (built before the pause)."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    frames = ModuleFrames()
+    for item in objects:
+        table = None
+        try:
+            elf = ELFFile(io.BytesIO(item.file_bytes))
+            sections = {section.name: (section.header.sh_addr, section.header.sh_offset, section.header.sh_size)
+                        for section in elf.iter_sections() if section.name in (".eh_frame", ".eh_frame_hdr")}
+            table = EhFrame(item.file_bytes, sections)
+        except (UnwindError, Exception):  # noqa: BLE001 - a module without tables keeps the conservative check
+            table = None
+        for mapping in item.mappings:
+            if mapping.executable:
+                frames.add(mapping.start, mapping.end, item.bias, table)
+    return frames
+
+
+def _precisely_busy(frames: ModuleFrames, regs: ptrace.Registers, stack: bytes, stack_start: int,
+                    ranges: RangeSet) -> BusyRange | None:
+    registers = {RSP: regs.rsp, RBP: regs.rbp, RBX: regs.rbx, R12: regs.r12, R13: regs.r13, R14: regs.r14,
+                 R15: regs.r15}
+    for address in return_addresses(frames, regs.rip, registers, stack, stack_start):
+        hit = ranges.find(address)
+        if hit is not None:
+            return hit
+    return None
+
+
 def busy_threads(pid: int, registers: dict[int, ptrace.Registers], maps: list[Mapping],
-                 busy: list[BusyRange]) -> list[BusyThread]:
+                 busy: list[BusyRange], frames: ModuleFrames | None = None) -> list[BusyThread]:
     """Every thread whose PC or live stack points into a busy range."""
     ranges = RangeSet(busy)
     found: list[BusyThread] = []
@@ -104,6 +142,11 @@ def busy_threads(pid: int, registers: dict[int, ptrace.Registers], maps: list[Ma
             found.append(BusyThread(tid, hit.label, "pc"))
             continue
         hit = scan_words(stack_of.get(tid, b""), ranges)
+        if hit is not None and frames is not None and tid in stacks:
+            try:
+                hit = _precisely_busy(frames, regs, stack_of[tid], stacks[tid][0], ranges)
+            except UnwindError:
+                pass  # keep the conservative answer
         if hit is not None:
             found.append(BusyThread(tid, hit.label, "stack"))
     return found

@@ -1,0 +1,347 @@
+"""The applier on real running processes: kvd's releases, load, busy code, system calls, bad input.
+
+Everything is real: kvd v1.0 is built with buildhook-cc and released, the
+later releases are built over it (the build writes the .po), the old binary
+runs, and ``buildhook apply`` patches it through ptrace.  Every process a
+test starts is stopped by PID with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from buildhook import samples
+from tests.conftest import BIN_DIR, run
+from tests.support.kvd import KvdClient, KvdProcess, start_kvd
+
+PROGRAMS = Path(__file__).resolve().parent / "apply_programs"
+BUILDHOOK = str(BIN_DIR / "buildhook")
+LONG_A = "k" * 31 + "-first-A"
+LONG_B = "k" * 31 + "-other-B"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests attach with ptrace as root")
+
+
+def build_env(store: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
+    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(store),
+               BUILDHOOK_CONFIG=str(store / "none.toml"))
+    return env
+
+
+@dataclass
+class KvdReleases:
+    """kvd v1.0's binary and the .po files from v1.0 to v1.1 and to v1.2."""
+
+    v10: Path
+    v11_po: Path
+    v12_po: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> KvdReleases:
+    root = tmp_path_factory.mktemp("apply")
+    env = build_env(root / "store")
+    tree = samples.patched_tree(root / "kvd", None)
+    run(["make", "-s", "-j8", "CC=buildhook-cc"], env, cwd=tree)
+    run([BUILDHOOK, "release", "v1.0"], env)
+    v10 = root / "kvd-1.0"
+    shutil.copy2(tree / "kvd", v10)
+    pos = {}
+    for previous, release in ((None, "v1.1"), ("v1.1", "v1.2")):
+        samples.apply_series(tree, release, after=previous)
+        run(["make", "-s", "-j8", "CC=buildhook-cc"], env, cwd=tree)
+        pos[release] = root / f"{release}.po"
+        shutil.copy2(tree / "kvd.from-v1.0.po", pos[release])
+    return KvdReleases(v10, pos["v1.1"], pos["v1.2"], env)
+
+
+def buildhook(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    return run([BUILDHOOK, *args], env, check=check, timeout=120)
+
+
+def apply(po: Path, pid: int, env: dict[str, str], *extra: str) -> dict:
+    [report] = json.loads(buildhook(["apply", str(po), "--pid", str(pid), "--json", *extra], env).stdout)
+    return report
+
+
+def status(pid: int, env: dict[str, str]) -> list[dict]:
+    return json.loads(buildhook(["status", "--pid", str(pid), "--json"], env).stdout)["patches"]
+
+
+def region_mapped(pid: int) -> bool:
+    return "/memfd:buildhook:" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.fixture
+def kvd(releases: KvdReleases) -> KvdProcess:
+    with start_kvd(releases.v10) as process:
+        yield process
+
+
+def test_v11_fixes_the_running_server_and_keeps_its_state(releases: KvdReleases, kvd: KvdProcess) -> None:
+    with KvdClient(kvd.port) as client:
+        assert client.command("SET colour blue") == "OK"
+        assert client.command("INCR hits") == "1"
+        assert client.command(f"SET {LONG_A} first") == "OK"
+        assert client.command(f"SET {LONG_B} second") == "OK"
+        assert client.command(f"GET {LONG_A}") == "second", "v1.0's bug: long keys collide"
+        report = apply(releases.v11_po, kvd.pid, releases.env)
+        assert report["result"] == "applied" and report["functions"] == ["protocol_dispatch"]
+        assert 0 < report["pause_us"] < 1_000_000 and report["total_ms"] > 0
+        # The same connection, now served by the new code: state intact, bug fixed.
+        assert client.command("VERSION") == "kvd 1.1"
+        assert client.command("GET colour") == "blue"
+        assert client.command("INCR hits") == "2"
+        assert client.command(f"SET {LONG_A} again") == "ERR key too long"
+        [applied] = status(kvd.pid, releases.env)
+        assert applied["patch_id"] == report["patch_id"] and applied["functions"][0]["name"] == "protocol_dispatch"
+        reverted = json.loads(buildhook(["revert", "--pid", str(kvd.pid), "--json"], releases.env).stdout)[0]
+        assert reverted["result"] == "reverted"
+        assert client.command("VERSION") == "kvd 1.0"
+        assert client.command("GET colour") == "blue"
+        assert status(kvd.pid, releases.env) == [] and not region_mapped(kvd.pid)
+
+
+def test_v12_adds_a_command_and_a_global(releases: KvdReleases, kvd: KvdProcess) -> None:
+    with KvdClient(kvd.port) as client:
+        assert client.command("APPEND log a") == "ERR unknown command"
+        apply(releases.v12_po, kvd.pid, releases.env)
+        assert client.command("VERSION") == "kvd 1.2"
+        assert client.command("APPEND log ab") == "2"
+        assert client.command("APPEND log cd") == "4"
+        assert client.command("GET log") == "abcd"
+
+
+def test_newer_patch_replaces_the_older_one(releases: KvdReleases, kvd: KvdProcess) -> None:
+    with KvdClient(kvd.port) as client:
+        first = apply(releases.v11_po, kvd.pid, releases.env)
+        second = apply(releases.v12_po, kvd.pid, releases.env)
+        [applied] = status(kvd.pid, releases.env)
+        assert applied["patch_id"] == second["patch_id"] != first["patch_id"]
+        assert client.command("VERSION") == "kvd 1.2"
+        assert client.command(f"SET {LONG_A} x") == "ERR key too long"
+        regions = {line.split()[-2] for line in Path(f"/proc/{kvd.pid}/maps").read_text().splitlines()
+                   if "/memfd:buildhook:" in line}
+        assert regions == {f"/memfd:buildhook:{second['patch_id']}"}, "the older patch's region is gone"
+        buildhook(["revert", "--pid", str(kvd.pid)], releases.env)
+        assert client.command("VERSION") == "kvd 1.0"
+
+
+def test_apply_and_revert_under_load_lose_nothing(releases: KvdReleases, kvd: KvdProcess) -> None:
+    stop = threading.Event()
+    errors: list[str] = []
+    served = [0] * 4
+
+    def client_loop(number: int) -> None:
+        try:
+            with KvdClient(kvd.port) as client:
+                count = 0
+                while not stop.is_set():
+                    count += 1
+                    key = f"c{number}-{count % 50}"
+                    if client.command(f"SET {key} v{count}") != "OK":
+                        errors.append(f"{number}: SET")
+                    if client.command(f"GET {key}") != f"v{count}":
+                        errors.append(f"{number}: GET")
+                    if client.command(f"INCR n{number}") != str(count):
+                        errors.append(f"{number}: INCR")
+                    served[number] = count
+        except Exception as exc:  # noqa: BLE001 - a dropped connection is what we look for
+            errors.append(f"{number}: {exc!r}")
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.2)
+        for _ in range(5):
+            apply(releases.v11_po, kvd.pid, releases.env, "--timeout", "10")
+            time.sleep(0.05)
+            buildhook(["revert", "--pid", str(kvd.pid), "--timeout", "10"], releases.env)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert errors == []
+    assert all(count > 20 for count in served), served
+    assert kvd.alive()
+
+
+@pytest.mark.parametrize("damage", ["another-build", "tampered-code", "truncated-po", "missing-pid"])
+def test_bad_input_is_one_line_and_changes_nothing(damage: str, releases: KvdReleases, kvd: KvdProcess,
+                                                   tmp_path: Path) -> None:
+    po, pid = releases.v11_po, kvd.pid
+    expected = {"another-build": "does not map the patch's target", "tampered-code": "differs from the patch's base",
+                "truncated-po": "is not a valid buildhook patch", "missing-pid": "no process"}[damage]
+    other: subprocess.Popen[bytes] | None = None
+    if damage == "another-build":
+        other = subprocess.Popen(["sleep", "60"])
+        pid = other.pid
+    elif damage == "tampered-code":
+        address = _symbol_address(kvd.pid, releases.v10, "protocol_dispatch")
+        with open(f"/proc/{kvd.pid}/mem", "r+b", buffering=0) as memory:
+            memory.seek(address + 1)
+            original = memory.read(1)
+            memory.seek(address + 1)
+            memory.write(bytes([original[0] ^ 0xFF]))
+    elif damage == "truncated-po":
+        po = tmp_path / "truncated.po"
+        po.write_bytes(releases.v11_po.read_bytes()[:1000])
+    else:
+        pid = 4_000_000
+    try:
+        result = buildhook(["apply", str(po), "--pid", str(pid)], releases.env, check=False)
+        assert result.returncode == (2 if damage == "tampered-code" else 1)
+        [line] = result.stderr.decode().strip().splitlines()
+        assert expected in line
+        assert not region_mapped(kvd.pid) and status(kvd.pid, releases.env) == []
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait(timeout=10)
+        if damage == "tampered-code":
+            with open(f"/proc/{kvd.pid}/mem", "r+b", buffering=0) as memory:
+                memory.seek(address + 1)
+                memory.write(original)
+    with KvdClient(kvd.port) as client:
+        assert client.command("VERSION") == "kvd 1.0"
+
+
+def _symbol_address(pid: int, binary: Path, name: str) -> int:
+    from buildhook.apply.process import mapped_objects
+    from buildhook.elf.binary import LinkedBinary
+
+    linked = LinkedBinary(binary.read_bytes(), str(binary))
+    symbol = next(s for s in linked.symbols if s.name == name)
+    target = next(item for item in mapped_objects(pid) if item.path == str(binary))
+    return target.bias + symbol.address
+
+
+def test_ptrace_denied_for_an_unprivileged_user(releases: KvdReleases, kvd: KvdProcess) -> None:
+    """The standalone applier run as nobody against a root process: one clear line."""
+    if shutil.which("setpriv") is None or not Path("/usr/bin/python3").exists():
+        pytest.skip("needs setpriv and a system python3")
+    shared = Path(tempfile.mkdtemp(prefix="buildhook-nobody-"))
+    try:
+        shared.chmod(0o755)
+        archive = shared / "apply.pyz"
+        buildhook(["applier-zipapp", str(archive)], releases.env)
+        po = shared / "fix.po"
+        shutil.copy2(releases.v11_po, po)
+        for path in (archive, po):
+            path.chmod(path.stat().st_mode | stat.S_IROTH)
+        result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                                 "-I", str(archive), "apply", str(po), "--pid", str(kvd.pid)],
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "not allowed" in line and str(kvd.pid) in line and "root" in line
+    assert not region_mapped(kvd.pid)
+
+
+def test_exe_patches_every_process_of_the_binary(releases: KvdReleases) -> None:
+    servers = [start_kvd(releases.v10) for _ in range(3)]
+    try:
+        result = buildhook(["apply", str(releases.v11_po), "--exe", str(releases.v10), "--json"], releases.env)
+        reports = json.loads(result.stdout)
+        assert sorted(report["pid"] for report in reports) == sorted(server.pid for server in servers)
+        for server in servers:
+            with KvdClient(server.port) as client:
+                assert client.command("VERSION") == "kvd 1.1"
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# -- programs with code that is always busy, and threads in system calls ------------
+
+
+@dataclass
+class Program:
+    process: subprocess.Popen[bytes]
+    po: Path
+    env: dict[str, str]
+
+    def read_line(self, timeout: float = 10) -> str:
+        assert self.process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise AssertionError("the program printed nothing in time")
+        return self.process.stdout.readline().decode().strip()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def start_program(name: str, root: Path) -> Program:
+    """Build programs/<name>/old with the wrapper, release it, build new over it, run old."""
+    env = build_env(root / "store")
+    work = root / name
+    shutil.copytree(PROGRAMS / name / "old", work)
+    cflags = ["-O2", "-g", "-Wall", "-pthread"]
+    run(["buildhook-cc", *cflags, "-c", "main.c", "-o", "main.o"], env, cwd=work)
+    run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
+    run([BUILDHOOK, "release", "old"], env)
+    shutil.copy2(work / "prog", root / "prog-old")
+    shutil.copy2(PROGRAMS / name / "new" / "main.c", work / "main.c")
+    run(["buildhook-cc", *cflags, "-c", "main.c", "-o", "main.o"], env, cwd=work)
+    run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
+    process = subprocess.Popen([str(root / "prog-old")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return Program(process, work / "prog.from-old.po", env)
+
+
+def test_always_busy_function_is_refused_and_the_process_goes_on(tmp_path: Path) -> None:
+    program = start_program("busy", tmp_path)
+    try:
+        assert program.read_line() == "ready"
+        started = time.monotonic()
+        result = buildhook(["apply", str(program.po), "--pid", str(program.process.pid), "--timeout", "0.5"],
+                           program.env, check=False)
+        assert result.returncode == 2
+        [line] = result.stderr.decode().strip().splitlines()
+        assert "serve_forever always in use" in line and f"threads {program.process.pid} " in line
+        assert time.monotonic() - started < 10
+        assert program.process.poll() is None
+        assert not region_mapped(program.process.pid)
+        assert status(program.process.pid, program.env) == []
+    finally:
+        program.stop()
+
+
+def test_threads_in_system_calls_never_see_eintr(tmp_path: Path) -> None:
+    program = start_program("syscalls", tmp_path)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        assert program.process.stdin is not None
+        for _ in range(3):
+            buildhook(["apply", str(program.po), "--pid", str(program.process.pid)], program.env)
+            program.process.stdin.write(b"banner\n")
+            program.process.stdin.flush()
+            assert program.read_line() == "syscalls v2"
+            buildhook(["revert", "--pid", str(program.process.pid)], program.env)
+            program.process.stdin.write(b"banner\n")
+            program.process.stdin.flush()
+            assert program.read_line() == "syscalls v1", "an EINTR line would show up here instead"
+    finally:
+        program.stop()
