@@ -56,6 +56,7 @@ def test_first_command_installs_and_runs_the_demo(tmp_path: Path) -> None:
     result = subprocess.run(["bash", "-c", quick_start_commands()[0]], cwd=checkout, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "recorded link of" in result.stdout
-    assert "objects whose content changed (1 of 6): protocol.o" in result.stdout
+    assert "the build wrote kvd.from-v1.0.po" in result.stdout
+    assert "fixed, same process, same connection, state intact" in result.stdout
+    assert result.stdout.rstrip().endswith("was removed")
     assert not (tmp_path / "home" / ".local" / "share" / "buildhook").exists()
