@@ -33,9 +33,7 @@ class PatchOutcome:
     metadata: dict[str, object] | None
 
 
-def default_patch_path(binary: str, from_tag: str) -> str:
-    """``<binary>.from-<TAG>.po`` next to the binary: says which release it patches."""
-    return f"{binary}.from-{from_tag}.po"
+from buildhook.po.format import default_patch_path  # noqa: E402  (the naming convention lives with the format)
 
 
 def _release_link(store: Store, tag: str, binary: str) -> LinkRecord:

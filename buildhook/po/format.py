@@ -55,3 +55,8 @@ SHN_UNDEF = 0
 SYMBOL_SIZE = 24
 RELA_SIZE = 24
 SECTION_HEADER_SIZE = 64
+
+
+def default_patch_path(binary: str, from_tag: str) -> str:
+    """``<binary>.from-<TAG>.po`` next to the binary: the name says which release it patches."""
+    return f"{binary}.from-{from_tag}.po"

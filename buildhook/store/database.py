@@ -235,6 +235,17 @@ class RecordDatabase:
             return latest
         return {binary: latest[binary] for binary in binaries if binary in latest}
 
+    def releases_of(self, binary: str) -> list[tuple[str, int]]:
+        """(tag, link id) of every release that marks a link of *binary*, oldest first."""
+        return [(tag, link_id) for tag, link_id in self._connection.execute(
+            "SELECT r.tag, r.link_id FROM releases r JOIN links l ON l.id = r.link_id "
+            "WHERE l.binary = ? ORDER BY r.time, r.tag", (binary,))]
+
+    def program_object_hashes(self, link_id: int) -> list[str]:
+        """Sorted content hashes of a link's own objects and archive members (no toolchain files)."""
+        return sorted(row[0] for row in self._connection.execute(
+            "SELECT sha256 FROM link_inputs WHERE link_id = ? AND kind IN ('object', 'member')", (link_id,)))
+
     def release_tags_by_link(self) -> dict[int, list[str]]:
         tags: dict[int, list[str]] = {}
         for tag, link_id in self._connection.execute("SELECT tag, link_id FROM releases ORDER BY time, tag"):

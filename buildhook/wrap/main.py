@@ -192,7 +192,7 @@ class _Wrapper:
                                      flags=flags, cwd=self.cwd, renamed_objects=renamed)
         if str(self.settings["patch_from"]).strip().lower() == "off":
             return
-        from buildhook.diff.postlink import patches_after_link
+        from buildhook.wrap.postlink import patches_after_link
 
         try:
             ok, lines = patches_after_link(store, link, str(self.settings["patch_from"]))

@@ -1,5 +1,7 @@
 """Patches as a by-product of the build: the step after every recorded link.
 
+This is the wrapper's step (it runs inside ``buildhook-cc``, once per link),
+so it stays light and imports the diff stage only when a patch is needed.
 Once a binary has a release, each link of it writes ``BINARY.from-TAG.po``
 next to it (from its latest release, or from the tags the user configured).
 The step never fails the build unless strict mode is on: a refusal or an
@@ -12,36 +14,46 @@ from __future__ import annotations
 
 import os
 
-from buildhook.diff import PATCH, REFUSED, DiffError, default_patch_path, make_patch
 from buildhook.store import Store
-from buildhook.store.records import LinkRecord
+
+from buildhook.po.format import default_patch_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from buildhook.store.records import LinkRecord
 
 
 def base_tags(store: Store, link: LinkRecord, setting: str) -> list[str]:
     """The release tags to patch from, per the ``patch_from`` setting."""
     if setting.strip().lower() == "off":
         return []
-    releases = [release for release in store.records.releases()
-                if any(item.binary == link.binary for item in release.links)]
+    tags = [tag for tag, _link_id in store.records.releases_of(link.binary)]
     if setting.strip().lower() == "latest":
-        return [releases[-1].tag] if releases else []
+        return tags[-1:]
     wanted = [tag.strip() for tag in setting.split(",") if tag.strip()]
-    have = {release.tag for release in releases}
-    return [tag for tag in wanted if tag in have]
+    return [tag for tag in wanted if tag in tags]
 
 
 def patches_after_link(store: Store, link: LinkRecord, setting: str) -> tuple[bool, list[str]]:
-    """Write the configured patches for a fresh link: (all succeeded, lines to print)."""
+    """Write the configured patches for a fresh link: (all succeeded, lines to print).
+
+    Costs two small queries when there is nothing to do (no release, or no
+    program object differs from the release's); the diff stage is imported
+    only when a patch is really needed.
+    """
     lines: list[str] = []
     ok = True
-    releases = {release.tag: release for release in store.records.releases()}
+    release_links = dict(store.records.releases_of(link.binary))
+    current = sorted(item.sha256 for item in link.objects)
     for tag in base_tags(store, link, setting):
-        base = next(item for item in releases[tag].links if item.binary == link.binary)
         path = default_patch_path(link.binary, tag)
-        if sorted(i.sha256 for i in base.objects) == sorted(i.sha256 for i in link.objects):
+        if store.records.program_object_hashes(release_links[tag]) == current:
             if os.path.exists(path):
                 os.unlink(path)
             continue
+        from buildhook.diff import PATCH, REFUSED, DiffError, make_patch
+
+        base = store.records.links("id = ?", (release_links[tag],))[0]
         try:
             outcome = make_patch(store, base, link, tag, f"build {link.build_id}")
         except (DiffError, OSError, ValueError) as exc:
