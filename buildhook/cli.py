@@ -181,6 +181,87 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.sign import SigningKey, SigningKeyError
+    from buildhook.sign.keys import default_key_folder
+
+    try:
+        files = SigningKey.generate().write(args.out or default_key_folder(), args.name)
+    except SigningKeyError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"wrote key {files.key_id}: private {files.private} (mode 0600, keep it secret), public {files.public}")
+    print(f"trust it on a host: copy {files.public} into /etc/buildhook/trust.d/ (or the folder $BUILDHOOK_TRUST names)")
+    return 0
+
+
+def _signing_key(path: str | None):  # type: ignore[no-untyped-def]
+    from buildhook.sign import SigningKey, SigningKeyError
+    from buildhook.sign.keys import default_signing_key
+
+    try:
+        return SigningKey.load(path or default_signing_key())
+    except SigningKeyError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.po.reader import PatchFormatError
+    from buildhook.sign import SigningKeyError, sign_patch
+
+    key = _signing_key(args.key)
+    for patch in args.patches:
+        try:
+            written = sign_patch(patch, key)
+        except (PatchFormatError, SigningKeyError) as exc:
+            raise CommandError(str(exc)) from exc
+        print(f"signed {patch} with key {key.key_id}: {written}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.apply.signature import SignatureError, TrustStore, configured_trust_store
+    from buildhook.po.reader import PatchFormatError, read_patch_file
+    from buildhook.sign import verify_patch_file
+
+    try:
+        store = TrustStore(args.trust) if args.trust else configured_trust_store()
+        if store is None:
+            raise CommandError("no trust store: pass --trust DIR, set BUILDHOOK_TRUST, or create "
+                               "/etc/buildhook/trust.d")
+        if args.signature and len(args.patches) > 1:
+            raise CommandError("--signature names the signature of one patch; give one X.po with it")
+        for patch in args.patches:
+            trusted = verify_patch_file(patch, store, args.signature)
+            summary = read_patch_file(patch)
+            print(f"{patch}: good signature by key {trusted.key.key_id} ({trusted.key.path}); "
+                  f"patch {summary.patch_id[:16]} from {summary.metadata['from']} to {summary.metadata['to']}")
+    except (SignatureError, PatchFormatError) as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from buildhook.collect import CollectError, collect_patches
+    from buildhook.sign.keys import SIGNING_KEY_VARIABLE
+
+    store = _open_store(settings)
+    key_path = args.key or os.environ.get(SIGNING_KEY_VARIABLE)
+    key = _signing_key(key_path) if key_path else None
+    try:
+        tags = [tag for value in args.from_tags for tag in value.split(",") if tag] if args.from_tags else None
+        result = collect_patches(store, args.binaries, args.out, tags,
+                                 key, progress=lambda entry: print(entry.line(), flush=True))
+    except CollectError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"wrote {result.index_path} and {result.report_path}: {len(result.written)} of "
+          f"{len(result.entries)} base releases patched")
+    if not result.written:
+        print(f"buildhook: error: {result.why_nothing()}", file=sys.stderr)
+    return result.exit_status
+
+
 def cmd_applier_zipapp(args: argparse.Namespace, settings: Settings) -> int:
     from buildhook.apply.zipapp import write_zipapp
 
@@ -238,6 +319,29 @@ def build_parser() -> argparse.ArgumentParser:
     zipapp_command = add("applier-zipapp", cmd_applier_zipapp,
                          "write the standalone applier (one file, needs only python3) to OUT.pyz")
     zipapp_command.add_argument("output", metavar="OUT.pyz")
+    keygen = add("keygen", cmd_keygen, "make an Ed25519 signing key pair (NAME.key, mode 0600, and NAME.pub)")
+    keygen.add_argument("--out", metavar="DIR", help="default: $XDG_CONFIG_HOME/buildhook/keys (~/.config/…)")
+    keygen.add_argument("--name", default="signing", help="file names NAME.key and NAME.pub (default: signing)")
+    sign = add("sign", cmd_sign, "write X.po.sig, the detached Ed25519 signature of X.po")
+    sign.add_argument("patches", nargs="+", metavar="X.po")
+    sign.add_argument("--key", metavar="KEY", help="private key (default: $BUILDHOOK_SIGNING_KEY, else "
+                      "signing.key in the keygen folder)")
+    verify = add("verify", cmd_verify, "check X.po.sig against a trust store, exactly as `apply` will")
+    verify.add_argument("patches", nargs="+", metavar="X.po")
+    verify.add_argument("--trust", metavar="DIR", help="folder of trusted *.pub keys (or one .pub file); "
+                        "default: $BUILDHOOK_TRUST, else /etc/buildhook/trust.d")
+    verify.add_argument("--signature", metavar="SIG", help="signature file (default: X.po.sig; one patch only)")
+    collect = add("collect", cmd_collect, "write one signed .po per base release, index.json and report.html "
+                  "into DIR (exit 0 if a patch was written, 2 all refused, 3 no change, 1 error)")
+    collect.add_argument("--out", required=True, metavar="DIR")
+    bases = collect.add_mutually_exclusive_group()
+    bases.add_argument("--from", dest="from_tags", action="append", metavar="TAG",
+                       help="a base release; repeat it or list several as v1.0,v1.1 (default: every release "
+                       "of the binary but the current build)")
+    bases.add_argument("--all-releases", action="store_true", help="every release of the binary (the default)")
+    collect.add_argument("--key", metavar="KEY", help="sign each .po (default: $BUILDHOOK_SIGNING_KEY if set, "
+                         "else unsigned)")
+    collect.add_argument("binaries", nargs="+", metavar="BINARY")
     from buildhook.apply.cli import add_arguments as add_applier_arguments
 
     add_applier_arguments(sub)

@@ -4,8 +4,10 @@ Shared by ``buildhook apply|revert|status`` and the standalone zipapp
 (``python3 buildhook-apply.pyz apply X.po --pid N``), so it imports nothing
 beyond the standard library, pyelftools and the applier.
 
-Exit status: 0 done, 1 error (bad input, no such process, ptrace denied),
-2 refused (unsafe or busy; the target is as it was).
+Exit status: 0 done, 1 error (bad input, an untrusted patch under a trust
+store, no such process, ptrace denied), 2 refused (unsafe or busy; the target
+is as it was).  Every check of the patch file, its signature included, runs
+before any process is looked at.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from buildhook.apply.applier import ApplyRefused, ApplyReport, apply_patch, patc
 from buildhook.apply.process import ProcessError
 from buildhook.apply.ptrace import PtraceError
 from buildhook.apply.threads import TraceDenied
-from buildhook.po.reader import PatchFormatError, read_patch_file
+from buildhook.apply.signature import SignatureError, configured_trust_store, verify_patch
+from buildhook.po.reader import PatchFormatError, PatchObject, read_patch, read_patch_file
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
@@ -49,7 +52,9 @@ def processes_running(path: str, build_id: str) -> list[int]:
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     apply = sub.add_parser("apply", help="apply a .po to running processes",
-                           description="Apply a .po to a running process (exit 0 applied, 2 refused, 1 error).")
+                           description="Apply a .po to a running process (exit 0 applied, 2 refused, 1 error). "
+                           "Under a trust store ($BUILDHOOK_TRUST, else /etc/buildhook/trust.d if it "
+                           "exists) the .po must be signed (X.po.sig) by a key in it.")
     apply.add_argument("patch", metavar="X.po")
     where = apply.add_mutually_exclusive_group(required=True)
     where.add_argument("--pid", type=int)
@@ -82,8 +87,25 @@ def _print_reports(reports: list[ApplyReport], as_json: bool) -> None:
             print(f"process {report.pid}: {report.result}: {report.message}")
 
 
+def read_trusted_patch(path: str) -> PatchObject:
+    """Read the .po at *path*; under a trust store, only if a trusted key signed these exact bytes.
+
+    The bytes are read once, so what is verified is what gets applied.
+    """
+    store = configured_trust_store()
+    if store is None:
+        return read_patch_file(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise PatchFormatError(f"cannot read {path}: {exc.strerror}") from exc
+    verify_patch(path, data, store)
+    return read_patch(data, path)
+
+
 def run_apply(args: argparse.Namespace) -> int:
-    patch = read_patch_file(args.patch)
+    patch = read_trusted_patch(args.patch)
     pids = [args.pid] if args.pid is not None else processes_running(args.exe, patch.target_build_id)
     if not pids:
         raise ProcessError(f"no running process of {args.exe} maps build-id {patch.target_build_id}")
@@ -127,7 +149,7 @@ def dispatch(args: argparse.Namespace, program: str) -> int:
     except ApplyRefused as exc:
         print(f"{program}: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except (PatchFormatError, ProcessError, TraceDenied, PtraceError) as exc:
+    except (PatchFormatError, SignatureError, ProcessError, TraceDenied, PtraceError) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
