@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from buildhook.apply import ptrace
 from buildhook.apply.loader import STATE_SIZE, PatchLayout, RelocationError, jump_bytes, plan_layout, relocate
 from buildhook.apply.process import MappedObject, ProcessError, find_target, free_gap_near, mapped_objects, read_maps
-from buildhook.apply.safety import BusyRange, busy_threads, unwind_tables
+from buildhook.apply.safety import BusyRange, MapIndex, RangeSet, busy_threads, stack_ranges, unwind_tables
 from buildhook.apply.state import MEMFD_PREFIX, AppliedPatch, RedirectedFunction, applied_patches
 from buildhook.apply.symbols import SymbolError, SymbolResolver
 from buildhook.apply.threads import ThreadGroup, TraceDenied
@@ -100,9 +100,19 @@ class _Session:
             raise ProcessError(f"no syscall instruction found in the code of process {self.pid}")
         return self._gadget
 
+    def _injector(self) -> int:
+        """The thread that runs injected system calls: the main one, seized if needed."""
+        if not self.group.seized:
+            try:
+                ptrace.seize(self.pid)
+            except ptrace.PtraceError as exc:
+                raise ProcessError(f"cannot attach to process {self.pid} again: {exc}") from exc
+            self.group.seized.add(self.pid)
+        return self.pid if self.pid in self.group.seized else min(self.group.seized)
+
     def syscalls(self, calls: list[tuple[int, ...]]) -> list[int]:
         """Run system calls on the (briefly stopped) main thread; return their results."""
-        tid = self.pid if self.pid in self.group.seized else min(self.group.seized)
+        tid = self._injector()
         self.group.stop(tid)
         try:
             return [_signed(ptrace.inject_syscall(tid, self.gadget(), *call)) for call in calls]
@@ -111,7 +121,7 @@ class _Session:
 
     def write_string(self, text: str) -> int:
         """Put a NUL-terminated string below the main thread's stack pointer; return its address."""
-        tid = self.pid if self.pid in self.group.seized else min(self.group.seized)
+        tid = self._injector()
         self.group.stop(tid)
         try:
             address = (ptrace.get_registers(tid).rsp - 1024) & ~15
@@ -304,20 +314,29 @@ def _write_commit(memory: ptrace.ProcessMemory, memfd: int, state: AppliedPatch,
 
 
 def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> tuple[float | None, object]:  # type: ignore[no-untyped-def]
-    """Stop the world until it is safe, then *write*; returns (pause in µs, retries) or (None, reason)."""
+    """Stop the world until it is safe, then *write* and let every thread go (detached).
+
+    Returns (pause in µs, retries), or (None, reason) after the timeout.
+    Everything the check needs is prepared before the stop: the unwind
+    tables, the map index, the busy ranges.
+    """
     deadline = time.monotonic() + timeout
     retries = 0
     frames = unwind_tables(mapped_objects(session.pid))
-    maps = read_maps(session.pid)
+    maps = MapIndex(read_maps(session.pid))
+    ranges = RangeSet(busy)
+    session.group.seize_all()
     while True:
         first_stop = session.group.stop_all()
         registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
-        if any(not any(m.start <= regs.rsp < m.end for m in maps) for regs in registers.values()):
-            maps = read_maps(session.pid)  # a new thread's stack: the map changed
-        found = busy_threads(session.pid, registers, maps, busy, frames)
+        stacks = stack_ranges(registers, maps)
+        if len(stacks) != len(registers):
+            maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
+            stacks = stack_ranges(registers, maps)
+        found = busy_threads(session.pid, registers, stacks, ranges, frames)
         if not found:
             write()
-            session.group.resume_all()
+            session.group.detach_all()
             return (time.perf_counter_ns() - first_stop) / 1000, retries
         session.group.resume_all()
         if time.monotonic() >= deadline:

@@ -71,15 +71,12 @@ class PtraceError(Exception):
 
 
 class Registers:
-    """One thread's general-purpose registers (a mutable view of user_regs_struct)."""
+    """One thread's general-purpose registers (user_regs_struct); ``regs.rsp`` etc. are properties."""
 
     __slots__ = ("values",)
 
     def __init__(self, values: list[int]) -> None:
         self.values = values
-
-    def __getattr__(self, name: str) -> int:
-        return self.values[REGISTER_NAMES.index(name)]
 
     def set(self, **changes: int) -> Registers:
         values = list(self.values)
@@ -89,6 +86,12 @@ class Registers:
 
     def pack(self) -> bytes:
         return struct.pack(REGS_FORMAT, *self.values)
+
+
+# One property per register: read inside the pause, so no name lookup per access.
+for _index, _name in enumerate(REGISTER_NAMES):
+    setattr(Registers, _name, property(lambda self, _i=_index: self.values[_i]))
+_REGS_BUFFER = ctypes.create_string_buffer(REGS_SIZE)
 
 
 def _call(request: int, tid: int, address: int = 0, data: int = 0) -> int:
@@ -138,9 +141,8 @@ def wait_stop(tid: int) -> tuple[str, int]:
 
 
 def get_registers(tid: int) -> Registers:
-    buffer = ctypes.create_string_buffer(REGS_SIZE)
-    _call(PTRACE_GETREGS, tid, 0, ctypes.addressof(buffer))
-    return Registers(list(struct.unpack(REGS_FORMAT, buffer.raw)))
+    _call(PTRACE_GETREGS, tid, 0, ctypes.addressof(_REGS_BUFFER))
+    return Registers(list(struct.unpack(REGS_FORMAT, _REGS_BUFFER.raw)))
 
 
 def set_registers(tid: int, registers: Registers) -> None:

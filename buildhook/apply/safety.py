@@ -69,14 +69,30 @@ class RangeSet:
         return result
 
 
-def stack_ranges(pid: int, registers: dict[int, ptrace.Registers], maps: list[Mapping]) -> dict[int, tuple[int, int]]:
-    """For each thread, (start, size) of the live part of its stack."""
+class MapIndex:
+    """The process's mappings, searchable by address (built before the pause)."""
+
+    def __init__(self, maps: list[Mapping]) -> None:
+        self.maps = sorted(maps, key=lambda m: m.start)
+        self.starts = [m.start for m in self.maps]
+
+    def find(self, address: int) -> Mapping | None:
+        position = bisect.bisect_right(self.starts, address) - 1
+        if position >= 0 and address < self.maps[position].end:
+            return self.maps[position]
+        return None
+
+
+def stack_ranges(registers: dict[int, ptrace.Registers], maps: MapIndex) -> dict[int, tuple[int, int]]:
+    """For each thread, (start, size) of the live part of its stack; a thread whose
+    stack pointer is in no known mapping is left out (the caller re-reads the maps)."""
     result = {}
     for tid, regs in registers.items():
-        start = max(regs.rsp - RED_ZONE, 0) & ~7
-        mapping = next((m for m in maps if m.start <= regs.rsp < m.end), None)
+        rsp = regs.rsp
+        mapping = maps.find(rsp)
         if mapping is not None:
-            result[tid] = (max(start, mapping.start), mapping.end - max(start, mapping.start))
+            start = max((rsp - RED_ZONE) & ~7, mapping.start)
+            result[tid] = (start, mapping.end - start)
     return result
 
 
@@ -127,12 +143,11 @@ def _precisely_busy(frames: ModuleFrames, regs: ptrace.Registers, stack: bytes, 
     return None
 
 
-def busy_threads(pid: int, registers: dict[int, ptrace.Registers], maps: list[Mapping],
-                 busy: list[BusyRange], frames: ModuleFrames | None = None) -> list[BusyThread]:
+def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]],
+                 busy: RangeSet, frames: ModuleFrames | None = None) -> list[BusyThread]:
     """Every thread whose PC or live stack points into a busy range."""
-    ranges = RangeSet(busy)
+    ranges = busy
     found: list[BusyThread] = []
-    stacks = stack_ranges(pid, registers, maps)
     tids = list(stacks)
     contents = ptrace.read_ranges(pid, [stacks[tid] for tid in tids])
     stack_of = dict(zip(tids, contents))

@@ -67,13 +67,21 @@ class ThreadGroup:
         self._wait(tid)
 
     def stop_all(self) -> int:
-        """Stop every thread, new ones included; return the perf_counter_ns when the first stop was asked."""
+        """Stop every thread, new ones included; return the perf_counter_ns when the first stop was asked.
+
+        Threads are seized beforehand (``seize_all``); once all known threads
+        are stopped the task list is read once more, since a thread may have
+        started one in between (no stopped thread can start another).
+        """
         started = time.perf_counter_ns()
         while True:
-            self.seize_all()
             running = [tid for tid in self.seized if tid not in self.stopped]
             if not running:
-                return started
+                before = len(self.seized)
+                self.seize_all()
+                if len(self.seized) == before:
+                    return started
+                continue
             for tid in running:
                 try:
                     ptrace.interrupt(tid)
@@ -99,13 +107,20 @@ class ThreadGroup:
                     raise
 
     def detach_all(self) -> None:
-        """Let every thread go, delivering held signals; safe to call more than once."""
-        for tid in sorted(self.seized):
+        """Let every thread go, delivering held signals; safe to call more than once.
+
+        A stopped thread is detached directly (which resumes it): detaching
+        right after the commit ends the pause without stopping anyone again.
+        """
+        for tid in sorted(self.stopped):
             try:
-                if tid not in self.stopped:
-                    # Detaching requires a stopped tracee.
-                    ptrace.interrupt(tid)
-                    self._wait(tid)
+                ptrace.detach(tid, self.pending.pop(tid, 0))
+            except ptrace.PtraceError:
+                pass
+        for tid in sorted(self.seized - self.stopped):
+            try:
+                ptrace.interrupt(tid)  # detaching requires a stopped tracee
+                self._wait(tid)
                 ptrace.detach(tid, self.pending.pop(tid, 0))
             except (ptrace.PtraceError, ChildProcessError):
                 pass

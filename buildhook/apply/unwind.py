@@ -83,11 +83,12 @@ def _encoded(data: bytes, pos: int, encoding: int, vaddr_of_pos: int) -> tuple[i
 
 @dataclass(frozen=True)
 class FrameRule:
-    """How to find the caller's frame at one PC."""
+    """How to find the caller's frame at one PC (precomputed for the pause)."""
 
     cfa_register: int
     cfa_offset: int
-    saved: tuple[tuple[int, int], ...]  # (register, offset from CFA) for every saved register
+    return_offset: int | None          # where the return address is, from the CFA; None: outermost
+    callee_saved: tuple[tuple[int, int], ...]  # (register, offset from CFA) of saved callee-saved registers
 
 
 class EhFrame:
@@ -146,7 +147,10 @@ class EhFrame:
         self._run(data, initial, cie_end, state, start, pc, code_align, data_align, None)
         self._run(data, pos, fde + 4 + length, state, start, pc, code_align, data_align, dict(state["saved"]))
         cfa_register, cfa_offset = state["cfa"]
-        return FrameRule(cfa_register, cfa_offset, tuple(sorted(state["saved"].items())))
+        saved = state["saved"]
+        return FrameRule(cfa_register, cfa_offset, saved.get(RETURN_ADDRESS, -8),
+                         tuple(sorted((reg, off) for reg, off in saved.items()
+                                      if reg in CALLEE_SAVED and off is not None)))
 
     def _cie(self, cie: int) -> tuple[int, int, int, int, int, bool]:
         data = self.data
@@ -272,30 +276,30 @@ class ModuleFrames:
 def return_addresses(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes,
                      stack_start: int) -> list[int]:
     """Every live return address of a thread, innermost first (raises UnwindError when lost)."""
-    def word(address: int) -> int:
-        offset = address - stack_start
-        if not 0 <= offset <= len(stack) - 8:
-            raise UnwindError(f"frame word {address:#x} outside the captured stack")
-        return struct.unpack_from("<Q", stack, offset)[0]
-
+    unpack = struct.unpack_from
+    limit = len(stack) - 8
     found: list[int] = []
-    pc = rip
     regs = dict(registers)
-    for depth in range(MAX_FRAMES):
-        rule = frames.rule_at(pc if depth == 0 else pc - 1)
-        if rule.cfa_register not in regs:
+    rule = frames.rule_at(rip)
+    for _depth in range(MAX_FRAMES):
+        base = regs.get(rule.cfa_register)
+        if base is None:
             raise UnwindError(f"CFA based on register {rule.cfa_register}")
-        cfa = regs[rule.cfa_register] + rule.cfa_offset
-        saved = dict(rule.saved)
-        ra_offset = saved.get(RETURN_ADDRESS, -8)
-        if ra_offset is None:
-            return found  # outermost frame (e.g. clone, _start)
-        caller = {register: word(cfa + offset) for register, offset in saved.items()
-                  if register in CALLEE_SAVED and offset is not None}
-        pc = word(cfa + ra_offset)
+        cfa = base + rule.cfa_offset
+        if rule.return_offset is None:
+            return found  # outermost frame (clone, _start)
+        offset = cfa + rule.return_offset - stack_start
+        if not 0 <= offset <= limit:
+            raise UnwindError("return address outside the captured stack")
+        pc = unpack("<Q", stack, offset)[0]
+        for register, saved_at in rule.callee_saved:
+            where = cfa + saved_at - stack_start
+            if not 0 <= where <= limit:
+                raise UnwindError("saved register outside the captured stack")
+            regs[register] = unpack("<Q", stack, where)[0]
         if pc == 0:
             return found
         found.append(pc)
-        regs.update(caller)
         regs[RSP] = cfa
+        rule = frames.rule_at(pc - 1)
     raise UnwindError("too many frames")
