@@ -345,3 +345,21 @@ def test_threads_in_system_calls_never_see_eintr(tmp_path: Path) -> None:
             assert program.read_line() == "syscalls v1", "an EINTR line would show up here instead"
     finally:
         program.stop()
+
+
+def test_new_import_of_an_ifunc_runs_its_resolver_in_the_target(tmp_path: Path) -> None:
+    program = start_program("ifunc", tmp_path)
+    try:
+        assert program.read_line() == "ready"
+        assert program.process.stdin is not None
+        imports = json.loads(buildhook(["inspect", str(program.po), "--json"], program.env).stdout)["imports"]
+        assert "memrchr" in imports
+        buildhook(["apply", str(program.po), "--pid", str(program.process.pid)], program.env)
+        program.process.stdin.write(b"/usr/lib/libc.so.6\n")
+        program.process.stdin.flush()
+        assert program.read_line() == "libc.so.6"
+        program.process.stdin.write(b"no-slash-here\n")
+        program.process.stdin.flush()
+        assert program.read_line() == "no-slash-here"
+    finally:
+        program.stop()

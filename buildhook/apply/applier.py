@@ -130,6 +130,15 @@ class _Session:
             self.group.resume(tid)
         return address
 
+    def call(self, function: int) -> int:
+        """Run ``function()`` on the (briefly stopped) main thread: an IFUNC resolver."""
+        tid = self._injector()
+        self.group.stop(tid)
+        try:
+            return ptrace.inject_call(tid, function, self.memory.write)
+        finally:
+            self.group.resume(tid)
+
     def unmap(self, start: int, size: int) -> None:
         self.syscalls([(SYS_MUNMAP, start, size)])
 
@@ -151,9 +160,14 @@ def _verify_original(memory: ptrace.ProcessMemory, entry: dict, bias: int,
             "(the process was modified, or is not that build); nothing was changed")
 
 
-def _resolve_symbols(patch: PatchObject, pid: int, target: MappedObject,
-                     memory: ptrace.ProcessMemory) -> dict[int, int]:
-    """Run-time values of every base and dynamic symbol (TLS offsets are handled apart)."""
+def _resolve_symbols(patch: PatchObject, pid: int, target: MappedObject, session: _Session) -> dict[int, int]:
+    """Run-time values of every base and dynamic symbol (TLS offsets are handled apart).
+
+    An IFUNC the old binary never imported has its resolver run in the target
+    (it only reads CPU features glibc set up at start-up), as the dynamic
+    linker would have.
+    """
+    memory = session.memory
     resolver = SymbolResolver(target, mapped_objects(pid),
                               lambda address: int.from_bytes(memory.read(address, 8), "little"))
     values: dict[int, int] = {}
@@ -162,11 +176,10 @@ def _resolve_symbols(patch: PatchObject, pid: int, target: MappedObject,
             values[index] = int(binding["address"]) + target.bias
         elif binding["bind"] == fmt.BIND_DYNAMIC:
             found = resolver.resolve(binding["name"])
-            if found.ifunc:
-                raise ApplyRefused(
-                    f"the patch calls {binding['name']}, an IFUNC in {found.library} the old binary never "
-                    "imported; this applier cannot run its resolver yet")
-            values[index] = found.address
+            address = session.call(found.address) if found.ifunc else found.address
+            if address == 0:
+                raise ApplyRefused(f"the IFUNC resolver of {binding['name']} in {found.library} returned nothing")
+            values[index] = address
     return values
 
 
@@ -178,13 +191,16 @@ def _tls_offsets(patch: PatchObject) -> dict[int, int]:
             for index, binding in patch.bindings().items() if binding["bind"] == fmt.BIND_TLS}
 
 
-def _prepare(patch: PatchObject, pid: int, target: MappedObject, memory: ptrace.ProcessMemory,
+def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Session,
              previous: list[AppliedPatch]) -> tuple[PatchLayout, bytes, bytes, list[tuple[dict, int, int]]]:
-    """Everything computed before the target is touched: layout, bytes, jumps."""
+    """Everything computed before the target is changed: layout, bytes, jumps.
+
+    Only an IFUNC resolver may run in the target meanwhile (it changes nothing).
+    """
     redirected = {f.address: f for p in previous for f in p.functions}
     for entry in patch.metadata["functions"]:
-        _verify_original(memory, entry, target.bias, redirected)
-    values = _resolve_symbols(patch, pid, target, memory)
+        _verify_original(session.memory, entry, target.bias, redirected)
+    values = _resolve_symbols(patch, pid, target, session)
     tls = _tls_offsets(patch)
     size = plan_layout(patch, 0).size
     base = free_gap_near(pid, target.text, size)
@@ -256,7 +272,7 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
     memfd = -1
     try:
         try:
-            layout, code, data, jumps = _prepare(patch, pid, target, session.memory, previous)
+            layout, code, data, jumps = _prepare(patch, pid, target, session, previous)
         except (RelocationError, SymbolError) as exc:
             raise ApplyRefused(str(exc)) from exc
         session.group.seize_all()

@@ -210,6 +210,36 @@ def restart_registers(saved: Registers) -> Registers:
     return saved
 
 
+SIGSEGV = 11
+
+
+def inject_call(tid: int, function: int, write_memory) -> int:  # type: ignore[no-untyped-def]
+    """Call ``function()`` (no arguments) on stopped thread *tid*; return its rax.
+
+    Used for IFUNC resolvers.  The call returns to address 0; the fault there
+    stops the thread, the result is read, and the fault is never delivered.
+    The thread is left stopped with its registers as before.
+    """
+    saved = get_registers(tid)
+    # Below the red zone, 16-byte aligned as after a call instruction pushed the return address.
+    stack = ((saved.rsp - 1024) & ~0xF) - 8
+    write_memory(stack, b"\0" * 8)
+    set_registers(tid, saved.set(rip=function, rsp=stack, rax=0, orig_rax=-1))
+    try:
+        cont(tid)
+        kind, signal = wait_stop(tid)
+        while kind == "signal" and signal != SIGSEGV:
+            cont(tid)  # an unrelated signal during the call: the thread re-raises it later
+            kind, signal = wait_stop(tid)
+        registers = get_registers(tid)
+        if kind != "signal" or registers.rip != 0:
+            raise PtraceError(f"the call injected on thread {tid} did not return ({kind} at {registers.rip:#x})",
+                              errno.EIO)
+        return registers.rax
+    finally:
+        set_registers(tid, restart_registers(saved))
+
+
 def inject_syscall(tid: int, gadget: int, number: int, *arguments: int) -> int:
     """Run system call *number* on stopped thread *tid*, return its result.
 

@@ -24,6 +24,8 @@ from buildhook.apply.process import MappedObject
 R_X86_64_GLOB_DAT = 6
 R_X86_64_JUMP_SLOT = 7
 VERSYM_HIDDEN = 0x8000
+# pyelftools names ELF symbol type 10 STT_LOOS; for GNU objects it is STT_GNU_IFUNC.
+IFUNC_TYPES = frozenset({"STT_GNU_IFUNC", "STT_LOOS"})
 
 
 class SymbolError(Exception):
@@ -68,13 +70,13 @@ def _exports(item: MappedObject) -> dict[str, tuple[int, bool]]:
         entry = symbol.entry
         if entry.st_shndx == "SHN_UNDEF" or entry.st_info.bind not in ("STB_GLOBAL", "STB_WEAK"):
             continue
-        if entry.st_info.type not in ("STT_FUNC", "STT_OBJECT", "STT_GNU_IFUNC", "STT_NOTYPE"):
+        if entry.st_info.type not in ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE") and entry.st_info.type not in IFUNC_TYPES:
             continue
         hidden = bool(versions and versions[index] & VERSYM_HIDDEN)
         if hidden and symbol.name in exports:
             continue
         if not hidden or symbol.name not in exports:
-            exports[symbol.name] = (entry.st_value, entry.st_info.type == "STT_GNU_IFUNC")
+            exports[symbol.name] = (entry.st_value, entry.st_info.type in IFUNC_TYPES)
     return exports
 
 

@@ -72,7 +72,7 @@ class LinkedBinary:
             if symbol.bind in ("STB_GLOBAL", "STB_WEAK") and symbol.name not in self._globals:
                 self._globals[symbol.name] = symbol
         self._code_starts = sorted({symbol.address for symbol in self.symbols
-                                    if symbol.type in ("STT_FUNC", "STT_NOTYPE", "STT_GNU_IFUNC")
+                                    if symbol.type in ("STT_FUNC", "STT_NOTYPE", "STT_GNU_IFUNC", "STT_LOOS")
                                     and symbol.section in code_names})
 
     def global_symbol(self, name: str) -> BinarySymbol | None:
