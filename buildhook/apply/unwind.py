@@ -29,7 +29,8 @@ class UnwindError(Exception):
     """This frame cannot be unwound precisely (the caller falls back)."""
 
 
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+def _leb128(data: bytes, pos: int, signed: bool) -> tuple[int, int]:
+    """A LEB128 number at *pos*: (value, position after it)."""
     result = shift = 0
     while True:
         byte = data[pos]
@@ -37,20 +38,17 @@ def _uleb(data: bytes, pos: int) -> tuple[int, int]:
         result |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
+            if signed and byte & 0x40:
+                result -= 1 << shift
             return result, pos
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    return _leb128(data, pos, signed=False)
 
 
 def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            if byte & 0x40:
-                result -= 1 << shift
-            return result, pos
+    return _leb128(data, pos, signed=True)
 
 
 def _encoded(data: bytes, pos: int, encoding: int, vaddr_of_pos: int) -> tuple[int, int]:
