@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,8 @@ def test_users_own_map_and_build_id_are_respected(src: Path, env: dict[str, str]
 def test_configure_probes_are_not_recorded(src: Path, env: dict[str, str], buildhook_cc: str, store_dir: Path) -> None:
     (src / "conftest.c").write_text(GOOD)
     run([buildhook_cc, "conftest.c", "-o", "conftest"], env, cwd=src)
-    assert (src / "conftest").is_file()
+    run([buildhook_cc, "conftest.c"], env, cwd=src)  # autoconf's first probe: writes a.out
+    assert (src / "conftest").is_file() and (src / "a.out").is_file()
     assert not store_dir.exists()
 
 
@@ -240,6 +242,15 @@ def test_bad_setting_is_one_line(src: Path, env: dict[str, str], buildhook_cc: s
     assert result.returncode == 1
     assert "BUILDHOOK_ON_ERROR" in one_line_error(result)
     assert not (src / "good.o").exists()
+
+
+def test_vanished_working_directory_is_one_line(env: dict[str, str], buildhook_cc: str, tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    process = subprocess.run(["bash", "-c", f"cd {gone} && rmdir {gone} && {buildhook_cc} -c x.c"], env=env,
+                             capture_output=True, timeout=60)
+    assert process.returncode == 1
+    assert process.stderr.decode().strip() == "buildhook-cc: error: the current directory no longer exists"
 
 
 def test_missing_real_compiler_is_one_line(src: Path, env: dict[str, str], buildhook_cc: str) -> None:

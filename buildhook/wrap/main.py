@@ -61,7 +61,10 @@ class _Wrapper:
         self.invocation = invocation
         self.settings = settings
         self.program = program
-        self.cwd = os.getcwd()
+        try:
+            self.cwd = os.getcwd()
+        except FileNotFoundError as exc:
+            raise WrapperProblem("the current directory no longer exists") from exc
         self.family = compiler_family(invocation.compiler)
         self.post_link_status = 0  # non-zero when a strict post-link patch step failed
 
@@ -138,6 +141,14 @@ class _Wrapper:
         parts = os.path.normpath(output).split(os.sep)
         return not any(glob_match(part, glob) for part in parts for glob in self.settings.skip_output_globs)
 
+    def link_recording_wanted(self, command: DriverCommand) -> bool:
+        """A link is recorded unless its output, or one of its sources, is skipped.
+
+        autoconf's first probe links ``conftest.c`` to ``a.out``.
+        """
+        return self.recording_wanted(command.link_output()) and all(
+            self.recording_wanted(source.path) for source in command.sources)
+
     def compile(self, command: DriverCommand, injected: list[str]) -> int:
         status = self.run(injected + self.invocation.args)
         if status != 0:
@@ -162,7 +173,7 @@ class _Wrapper:
         import tempfile
 
         output = command.link_output()
-        wanted = self.recording_wanted(output)
+        wanted = self.link_recording_wanted(command)
         user_map = command.user_map_file()
         with tempfile.TemporaryDirectory(prefix="buildhook-") as scratch:
             map_path = user_map
@@ -231,7 +242,7 @@ class _Wrapper:
             language = ["-x", source.explicit_language] if source.explicit_language else []
             status = self.run(injected + shared + ["-c"] + language + [source.path, "-o", objects[source.position]])
             first_failure = first_failure or status
-        if first_failure == 0 and self.recording_wanted(command.link_output()):
+        if first_failure == 0 and self.link_recording_wanted(command):
             flags = injected + shared + ["-c"]
             compiled = list(renamed.values())
             self.record(lambda store: recording.record_compile(store, compiled, self.invocation.prefix, flags, self.cwd), [])
@@ -268,6 +279,10 @@ def run_wrapper(argv: list[str], language: str) -> int:
         return _Wrapper(invocation, settings, program).main()
     except (SettingsError, CompilerNotFound, WrapperProblem) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug in buildhook: one loud line, never a traceback in a build log
+        print(f"{program}: internal error ({exc.__class__.__name__}: {exc}); please report it, or set "
+              "BUILDHOOK_DISABLE=1 to build without buildhook", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,795 @@
+#!/usr/bin/env python3
+"""Pause of ``buildhook apply``/``revert`` in a loaded server, and what its clients see.
+
+Measured side by side in one run (DESIGN.md §5, "Keep the window well under a
+millisecond and report it"):
+
+1. kvd v1.0 and v1.1 are built with ``CC=buildhook-cc`` into a fresh temporary
+   store; the v1.1 build writes ``kvd.from-v1.0.po``.
+2. A copy of the v1.0 binary is started and loaded with 1000 keys; one
+   apply/revert checks that the patch takes effect (a 40-byte key is refused
+   with v1.1's ``ERR key too long``, accepted again after revert).
+3. ``--clients`` (8) client processes, one connection each (kvd: one thread
+   per connection), run SET/GET/INCR/GET request-response loops and check
+   every reply; any wrong or missing reply, exception or dropped connection
+   is an error.  Client latency is measured for ``--duration`` seconds with
+   no patching, then during ``--cycles`` apply/revert cycles, each one
+   ``buildhook apply X.po --pid P --json`` and ``buildhook revert --pid P
+   --json`` run as subprocesses (as an operator would), collecting
+   ``pause_us``, ``total_ms`` and ``retries``.
+4. The clients stop; the 1000 keys, each client's last SET values and INCR
+   counter are checked against what the clients did.
+5. Pause against thread count, no load: a fresh kvd with 1, 7 and 31 idle
+   connections (2, 8 and 32 threads with the main thread), ``--scale-cycles``
+   (20) apply/revert cycles each; p50 per thread count and the least-squares
+   slope in µs per thread.
+
+Goals (PASS/FAIL): at 8 threads pause p50 ≤ 200 µs and max ≤ 1 ms; growth
+≤ 20 µs per extra thread; zero client errors.
+
+Run as root with the Python of the environment whose ``buildhook`` is to be
+measured (its ``buildhook`` and ``buildhook-cc`` are taken from beside it).
+Progress goes to stderr; ``--json`` prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import datetime
+import json
+import multiprocessing
+import os
+import pickle
+import platform
+import queue
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PRELOAD_KEYS = 1000
+SOCKET_TIMEOUT = 5.0
+CLI_TIMEOUT = 60.0
+LONG_KEY = "k" * 40  # >= KEY_MAX (32): v1.1 refuses it, v1.0 accepts it
+
+GOAL_P50_US = 200.0
+GOAL_MAX_US = 1000.0
+GOAL_SLOPE_US = 20.0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def preload_key(j: int) -> str:
+    return f"key:{j:04d}"
+
+
+def preload_value(j: int) -> str:
+    return f"value-{j:04d}-" + "x" * (j % 50)
+
+
+# -- a line-protocol connection ---------------------------------------------------------
+
+
+class Connection:
+    """One client connection to kvd: send a line, read one reply line (every read has a timeout)."""
+
+    def __init__(self, port: int, timeout: float = SOCKET_TIMEOUT) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def readline(self) -> str:
+        while True:
+            index = self.buffer.find(b"\n")
+            if index >= 0:
+                line, self.buffer = self.buffer[:index], self.buffer[index + 1:]
+                return line.decode()
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed by kvd")
+            self.buffer += chunk
+
+    def request(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\n")
+        return self.readline()
+
+    def pipeline(self, lines: list[str]) -> list[str]:
+        self.sock.sendall("".join(line + "\n" for line in lines).encode())
+        return [self.readline() for _ in lines]
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# -- load generator (one process per client connection) -------------------------------
+
+
+def client_process(index: int, port: int, stop: Any, ready: Any, out_path: str, max_seconds: float,
+                   rate: float) -> None:
+    """Request/response loop until *stop* is set (or *max_seconds*); results pickled to *out_path*."""
+    starts = array.array("q")
+    latencies = array.array("q")
+    result: dict[str, object] = {"index": index, "errors": [], "error_count": 0, "fatal": None,
+                                 "incr": 0, "last": {}, "requests": 0}
+    errors: list[str] = result["errors"]  # type: ignore[assignment]
+    last: dict[str, str] = result["last"]  # type: ignore[assignment]
+
+    def error(message: str) -> None:
+        result["error_count"] = int(result["error_count"]) + 1  # type: ignore[call-overload]
+        if len(errors) < 20:
+            errors.append(message)
+
+    conn = None
+    try:
+        conn = Connection(port)
+        conn.request("PING")
+        ready.put(index)
+        deadline = time.monotonic() + max_seconds
+        interval_ns = int(4e9 / rate) if rate > 0 else 0  # 4 requests per round
+        next_round = time.monotonic_ns()
+        n = 0
+        incr = 0
+        while not stop.is_set():
+            if time.monotonic() > deadline:
+                error("load generator hit its hard time limit (the parent never said stop)")
+                break
+            slot = n % 100
+            key = f"c{index}:k{slot}"
+            value = f"v{n}"
+            j = (n * 7 + index) % PRELOAD_KEYS
+            for line, expected in ((f"SET {key} {value}", "OK"), (f"GET {key}", value),
+                                   (f"INCR c{index}:ctr", str(incr + 1)),
+                                   (f"GET {preload_key(j)}", preload_value(j))):
+                t0 = time.monotonic_ns()
+                reply = conn.request(line)
+                t1 = time.monotonic_ns()
+                starts.append(t0)
+                latencies.append(t1 - t0)
+                if reply != expected:
+                    error(f"{line!r} -> {reply!r}, expected {expected!r}")
+                    if line.startswith("INCR") and reply.lstrip("-").isdigit():
+                        incr = int(reply)  # resynchronise; the error is counted
+                elif line.startswith("INCR"):
+                    incr += 1
+                elif line.startswith("SET"):
+                    last[key] = value
+            n += 1
+            if interval_ns:
+                next_round += interval_ns
+                delay = next_round - time.monotonic_ns()
+                if delay > 0:
+                    time.sleep(delay / 1e9)
+        result["incr"] = incr
+    except Exception as exc:  # noqa: BLE001 — dropped connection, timeout, …: an error, and this client stops
+        error(f"{type(exc).__name__}: {exc}")
+        result["fatal"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if conn is not None:
+            conn.close()
+        result["requests"] = len(latencies)
+        result["starts"] = starts.tobytes()
+        result["latencies"] = latencies.tobytes()
+        with open(out_path, "wb") as handle:
+            pickle.dump(result, handle)
+
+
+class LoadGenerator:
+    """N client processes; started, stopped and collected with timeouts."""
+
+    def __init__(self, port: int, clients: int, workdir: Path, max_seconds: float, rate: float) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.stop_event = self.ctx.Event()
+        self.ready = self.ctx.Queue()
+        self.paths = [workdir / f"client{i}.pickle" for i in range(clients)]
+        self.procs = [self.ctx.Process(target=client_process, daemon=True,
+                                       args=(i, port, self.stop_event, self.ready, str(self.paths[i]),
+                                             max_seconds, rate))
+                      for i in range(clients)]
+
+    def start(self, timeout: float = 30.0) -> None:
+        for proc in self.procs:
+            proc.start()
+        deadline = time.monotonic() + timeout
+        got = 0
+        while got < len(self.procs):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(f"only {got} of {len(self.procs)} clients connected within {timeout:g} s")
+            try:
+                self.ready.get(timeout=min(remaining, 0.5))
+                got += 1
+            except queue.Empty:
+                dead = [p.pid for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"client processes {dead} ended before connecting") from None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Ask every client to stop; terminate (then kill) by PID any that does not within *timeout*."""
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            if proc.pid is None:
+                continue
+            proc.join(max(deadline - time.monotonic(), 0.1))
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+    def results(self) -> list[dict]:
+        found = []
+        for i, path in enumerate(self.paths):
+            if not path.exists():
+                found.append({"index": i, "errors": ["client process left no result (killed?)"], "error_count": 1,
+                              "fatal": "no result", "incr": 0, "last": {}, "requests": 0,
+                              "starts": b"", "latencies": b""})
+                continue
+            with open(path, "rb") as handle:
+                found.append(pickle.load(handle))
+        return found
+
+
+# -- kvd ------------------------------------------------------------------------------
+
+
+class Kvd:
+    """A kvd process on an ephemeral port; stopped by PID with a timeout."""
+
+    def __init__(self, binary: Path, workdir: Path, name: str) -> None:
+        self.stderr_path = workdir / f"{name}.stderr"
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 — open for the life of the process
+        self.proc = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.PIPE,
+                                     stderr=self._stderr, stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"kvd did not start (said {line!r}; stderr: {self.stderr_tail()})")
+        self.port = int(line.split()[-1])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def threads(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/task"))
+
+    def wait_threads(self, count: int, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.threads()
+            if now == count:
+                return now
+            time.sleep(0.01)
+        return self.threads()
+
+    def stderr_tail(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-2000:].strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+class CliFailure(Exception):
+    """``buildhook apply``/``revert`` did not exit 0; the message has the command and its output."""
+
+
+def run_cli(argv: list[str], env: dict[str, str]) -> tuple[dict, float]:
+    """Run one buildhook command with --json; return (its one report, wall ms)."""
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise CliFailure(f"$ {' '.join(argv)}\ntimed out after {CLI_TIMEOUT:g} s") from exc
+    wall_ms = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise CliFailure(f"$ {' '.join(argv)}\nexit {done.returncode}\nstdout: {done.stdout.strip()}\n"
+                         f"stderr: {done.stderr.strip()}")
+    try:
+        reports = json.loads(done.stdout)
+        report = reports[0]
+    except (ValueError, IndexError, KeyError) as exc:
+        raise CliFailure(f"$ {' '.join(argv)}\nunreadable output: {done.stdout.strip()!r}") from exc
+    return report, wall_ms
+
+
+def cycle(cli: str, po: Path, pid: int, env: dict[str, str]) -> dict:
+    """One apply + revert; returns both reports (with wall times)."""
+    applied, apply_wall = run_cli([cli, "apply", str(po), "--pid", str(pid), "--json"], env)
+    if applied.get("result") != "applied":
+        raise CliFailure(f"apply said {applied}")
+    reverted, revert_wall = run_cli([cli, "revert", "--pid", str(pid), "--json"], env)
+    if reverted.get("result") != "reverted":
+        raise CliFailure(f"revert said {reverted}")
+    return {"apply": dict(applied, wall_ms=apply_wall), "revert": dict(reverted, wall_ms=revert_wall)}
+
+
+# -- statistics ---------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of *values*; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(int(-(-p * len(ordered) // 100)), 1)  # ceil(p/100 * n), at least 1
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summary(values: list[float]) -> dict[str, float | int | None]:
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+            "max": max(values) if values else None}
+
+
+def latency_summary(values_us: list[float]) -> dict[str, float | int | None]:
+    return {"n": len(values_us), "p50": percentile(values_us, 50), "p99": percentile(values_us, 99),
+            "p99.9": percentile(values_us, 99.9), "max": max(values_us) if values_us else None}
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (x, y) points."""
+    if len(points) < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    den = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / den if den else None
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_since(before: tuple[int, int]) -> float:
+    """Fraction of all CPUs busy (anyone: this benchmark included) since *before*."""
+    after = cpu_times()
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total else 0.0
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu_model": model,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "loadavg_at_start": os.getloadavg()}
+
+
+# -- the phases ----------------------------------------------------------------------------
+
+
+def build(work: Path, env: dict[str, str], cli: str, cc: str) -> tuple[Path, Path]:
+    """Build v1.0 (released, copied) and v1.1; return (v1.0 binary copy, .po)."""
+    from buildhook.samples import apply_series, patched_tree
+
+    tree = patched_tree(work / "kvd", None)
+
+    def run(argv: list[str]) -> None:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"$ {' '.join(argv)}\nexit {done.returncode}\n{done.stdout}{done.stderr}")
+
+    make = ["make", "-C", str(tree), "-s", "-j2", f"CC={cc}"]
+    run(make)
+    run([cli, "release", "v1.0", str(tree / "kvd")])
+    old = work / "kvd-v1.0"
+    shutil.copy2(tree / "kvd", old)
+    apply_series(tree, "v1.1")
+    run(make)
+    po = tree / "kvd.from-v1.0.po"
+    if not po.exists():
+        raise RuntimeError(f"the v1.1 build did not write {po}")
+    return old, po
+
+
+def preload(port: int) -> None:
+    conn = Connection(port)
+    try:
+        replies = conn.pipeline([f"SET {preload_key(j)} {preload_value(j)}" for j in range(PRELOAD_KEYS)])
+        bad = [r for r in replies if r != "OK"]
+        if bad:
+            raise RuntimeError(f"preloading: {len(bad)} replies were not OK, e.g. {bad[0]!r}")
+    finally:
+        conn.close()
+
+
+def functional_check(kvd: Kvd, cli: str, po: Path, env: dict[str, str]) -> dict[str, object]:
+    """Apply once, see v1.1 behaviour, revert, see v1.0 behaviour again."""
+    result: dict[str, object] = {}
+    conn = Connection(kvd.port)
+    try:
+        result["before"] = {"version": conn.request("VERSION"), "long_key": conn.request(f"SET {LONG_KEY} x")}
+        conn.request(f"DEL {LONG_KEY}")
+        run_cli([cli, "apply", str(po), "--pid", str(kvd.pid), "--json"], env)
+        result["applied"] = {"version": conn.request("VERSION"), "long_key": conn.request(f"SET {LONG_KEY} x")}
+        run_cli([cli, "revert", "--pid", str(kvd.pid), "--json"], env)
+        result["reverted"] = {"version": conn.request("VERSION"), "long_key": conn.request(f"SET {LONG_KEY} x")}
+        conn.request(f"DEL {LONG_KEY}")
+    finally:
+        conn.close()
+    result["ok"] = (result["before"]["long_key"] == "OK"  # type: ignore[index]
+                    and result["applied"]["long_key"] == "ERR key too long"  # type: ignore[index]
+                    and result["reverted"]["long_key"] == "OK")  # type: ignore[index]
+    return result
+
+
+def verify_state(kvd: Kvd, clients: list[dict], cli: str, env: dict[str, str]) -> dict[str, object]:
+    """After the cycles: the process lives, no patch is left, and every key is what the clients made it."""
+    problems: list[str] = []
+    if not kvd.alive():
+        return {"ok": False, "problems": [f"kvd exited with {kvd.proc.returncode}; stderr: {kvd.stderr_tail()}"]}
+    status = subprocess.run([cli, "status", "--pid", str(kvd.pid), "--json"], env=env, capture_output=True,
+                            text=True, timeout=CLI_TIMEOUT, check=False)
+    if status.returncode != 0 or json.loads(status.stdout).get("patches"):
+        problems.append(f"status after the cycles: exit {status.returncode}: {status.stdout.strip()} "
+                        f"{status.stderr.strip()}")
+    conn = Connection(kvd.port)
+    checked = 0
+    try:
+        replies = conn.pipeline([f"GET {preload_key(j)}" for j in range(PRELOAD_KEYS)])
+        for j, reply in enumerate(replies):
+            checked += 1
+            if reply != preload_value(j):
+                problems.append(f"{preload_key(j)} = {reply!r}, expected {preload_value(j)!r}")
+        for client in clients:
+            if client["fatal"]:
+                problems.append(f"client {client['index']} stopped early ({client['fatal']}): its keys not checked")
+                continue
+            counter = conn.request(f"GET c{client['index']}:ctr")
+            checked += 1
+            if counter != str(client["incr"]):
+                problems.append(f"c{client['index']}:ctr = {counter!r}, the client counted {client['incr']}")
+            keys = sorted(client["last"])
+            for key, reply in zip(keys, conn.pipeline([f"GET {key}" for key in keys])):
+                checked += 1
+                if reply != client["last"][key]:
+                    problems.append(f"{key} = {reply!r}, the client last set {client['last'][key]!r}")
+        version = conn.request("VERSION")
+        if version != "kvd 1.0":
+            problems.append(f"VERSION after the last revert = {version!r}")
+    finally:
+        conn.close()
+    return {"ok": not problems, "keys_checked": checked, "problems": problems[:20],
+            "problem_count": len(problems)}
+
+
+def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, args: argparse.Namespace) -> dict:
+    out: dict[str, object] = {}
+    kvd = Kvd(old, work, "kvd-load")
+    load = None
+    try:
+        preload(kvd.port)
+        log(f"kvd v1.0 pid {kvd.pid} on port {kvd.port}: {PRELOAD_KEYS} keys loaded; functional check")
+        out["functional_check"] = functional_check(kvd, cli, po, env)
+        log(f"  {out['functional_check']}")
+        hard_limit = 2 * args.duration + args.cycles * 10 + 120
+        load = LoadGenerator(kvd.port, args.clients, work, hard_limit, args.rate)
+        load.start()
+        out["kvd_threads_under_load"] = kvd.wait_threads(args.clients + 1)
+        log(f"{args.clients} clients connected (kvd has {out['kvd_threads_under_load']} threads); "
+            f"warm-up 1 s, then {args.duration:g} s without patching")
+        time.sleep(1.0)
+        cpu = cpu_times()
+        base_start = time.monotonic_ns()
+        time.sleep(args.duration)
+        base_end = time.monotonic_ns()
+        out["cpu_busy_without"] = busy_since(cpu)
+        log(f"{args.cycles} apply/revert cycles under load")
+        cycles: list[dict] = []
+        failure = None
+        cpu = cpu_times()
+        cyc_start = time.monotonic_ns()
+        for i in range(args.cycles):
+            try:
+                cycles.append(cycle(cli, po, kvd.pid, env))
+            except CliFailure as exc:
+                failure = f"cycle {i}: {exc}"
+                log(f"FAILED {failure}")
+                break
+            if not kvd.alive():
+                failure = f"kvd exited ({kvd.proc.returncode}) after cycle {i}; stderr: {kvd.stderr_tail()}"
+                break
+            if (i + 1) % 10 == 0:
+                log(f"  {i + 1} cycles")
+        cyc_end = time.monotonic_ns()
+        out["cpu_busy_during"] = busy_since(cpu)
+        log(f"{args.duration:g} s more without patching")
+        cpu = cpu_times()
+        after_start = time.monotonic_ns()
+        time.sleep(args.duration)
+        after_end = time.monotonic_ns()
+        out["cpu_busy_without"] = round((out["cpu_busy_without"] + busy_since(cpu)) / 2, 3)  # type: ignore[operator]
+        load.stop()
+        clients = load.results()
+        load = None
+        out["cycles_done"] = len(cycles)
+        out["failure"] = failure
+        out["cycles"] = cycles
+        out["state"] = verify_state(kvd, clients, cli, env)
+        base_lat: list[float] = []
+        after_lat: list[float] = []
+        cyc_lat: list[float] = []
+        for client in clients:
+            starts = array.array("q")
+            starts.frombytes(client["starts"])
+            lats = array.array("q")
+            lats.frombytes(client["latencies"])
+            for t0, lat in zip(starts, lats):
+                if base_start <= t0 < base_end:
+                    base_lat.append(lat / 1000)
+                elif cyc_start <= t0 < cyc_end:
+                    cyc_lat.append(lat / 1000)
+                elif after_start <= t0 < after_end:
+                    after_lat.append(lat / 1000)
+        out["baseline_seconds"] = (base_end - base_start + after_end - after_start) / 1e9
+        out["cycles_seconds"] = (cyc_end - cyc_start) / 1e9
+        out["client_latency_us"] = {"without": latency_summary(base_lat + after_lat),
+                                    "during": latency_summary(cyc_lat),
+                                    "without_before": latency_summary(base_lat),
+                                    "without_after": latency_summary(after_lat)}
+        out["client_requests"] = sum(int(c["requests"]) for c in clients)
+        out["client_errors"] = sum(int(c["error_count"]) for c in clients)
+        out["client_error_samples"] = [f"client {c['index']}: {e}" for c in clients for e in c["errors"]][:20]
+        return out
+    finally:
+        if load is not None:
+            load.stop()
+        kvd.stop()
+
+
+def scale_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, args: argparse.Namespace) -> dict:
+    """Pause against thread count, no load: idle connections add threads."""
+    kvd = Kvd(old, work, "kvd-scale")
+    conns: list[Connection] = []
+    points: dict[str, dict] = {}
+    try:
+        for threads in args.threads:
+            while len(conns) < threads - 1:
+                conn = Connection(kvd.port)
+                conns.append(conn)
+                if conn.request("PING") != "PONG":
+                    raise RuntimeError("idle connection: PING did not answer PONG")
+            got = kvd.wait_threads(threads)
+            log(f"{got} threads in kvd (pid {kvd.pid}): {args.scale_cycles} apply/revert cycles, no load")
+            reports = []
+            failure = None
+            cpu = cpu_times()
+            for i in range(args.scale_cycles):
+                try:
+                    reports.append(cycle(cli, po, kvd.pid, env))
+                except CliFailure as exc:
+                    failure = f"{threads} threads, cycle {i}: {exc}"
+                    log(f"FAILED {failure}")
+                    break
+            points[str(threads)] = {"threads_seen": got, "failure": failure, "cpu_busy": busy_since(cpu),
+                                    **pause_stats(reports)}
+            if failure:
+                break
+        for conn in conns:  # idle connections still served: the threads are fine
+            if conn.request("PING") != "PONG":
+                raise RuntimeError("idle connection did not answer PING after the cycles")
+    finally:
+        for conn in conns:
+            conn.close()
+        kvd.stop()
+    fit = [(float(t), p["combined"]["pause_us"]["p50"]) for t, p in points.items()
+           if p["combined"]["pause_us"]["p50"] is not None]
+    return {"points": points, "slope_us_per_thread": slope(fit)}
+
+
+def pause_stats(cycles: list[dict]) -> dict:
+    def of(kind: str) -> dict:
+        kinds = ("apply", "revert") if kind == "combined" else (kind,)
+        reports = [c[k] for c in cycles for k in kinds]
+        return {"pause_us": summary([float(r["pause_us"]) for r in reports if r.get("pause_us") is not None]),
+                "total_ms": summary([float(r["total_ms"]) for r in reports]),
+                "wall_ms": summary([float(r["wall_ms"]) for r in reports]),
+                "retries": {"sum": sum(int(r.get("retries", 0)) for r in reports),
+                            "max": max((int(r.get("retries", 0)) for r in reports), default=0)}}
+    return {"cycles": len(cycles), "apply": of("apply"), "revert": of("revert"), "combined": of("combined")}
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def fmt(value: object, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"  # type: ignore[str-format]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def goals(result: dict) -> list[tuple[str, bool]]:
+    lines = []
+    scale = result.get("scale") or {}
+    at8 = (scale.get("points") or {}).get("8")
+    if at8:
+        p50, top = at8["combined"]["pause_us"]["p50"], at8["combined"]["pause_us"]["max"]
+        lines.append((f"pause p50 at 8 threads {fmt(p50)} µs ≤ {GOAL_P50_US:.0f} µs",
+                      p50 is not None and p50 <= GOAL_P50_US))
+        lines.append((f"pause max at 8 threads {fmt(top)} µs ≤ {GOAL_MAX_US:.0f} µs",
+                      top is not None and top <= GOAL_MAX_US))
+    if scale.get("slope_us_per_thread") is not None:
+        lines.append((f"growth {scale['slope_us_per_thread']:.1f} µs/thread ≤ {GOAL_SLOPE_US:.0f} µs/thread",
+                      scale["slope_us_per_thread"] <= GOAL_SLOPE_US))
+    load = result.get("load") or {}
+    if load:
+        lines.append((f"client errors {load.get('client_errors')} == 0 in {load.get('client_requests')} requests",
+                      load.get("client_errors") == 0))
+        lines.append(("state intact after the cycles", bool((load.get("state") or {}).get("ok"))))
+        lines.append((f"{load.get('cycles_done')} of {result['args']['cycles']} cycles done, none refused",
+                      load.get("cycles_done") == result["args"]["cycles"] and not load.get("failure")))
+        lines.append(("patch takes effect (v1.1 refuses a long key) and revert undoes it",
+                      bool((load.get("functional_check") or {}).get("ok"))))
+    return lines
+
+
+def print_report(result: dict) -> None:
+    m = result["machine"]
+    print(f"apply_pause: {m['date']}  {m['nproc']} CPUs ({m['cpu_model']}), kernel {m['kernel']}, "
+          f"Python {m['python']}, load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}")
+    load = result.get("load")
+    if load:
+        n_threads = load.get("kvd_threads_under_load")
+        print(f"\nunder load: {result['args']['clients']} clients (kvd {n_threads} threads), "
+              f"{load['cycles_done']} apply/revert cycles in {load['cycles_seconds']:.1f} s")
+        print_pauses(pause_stats(load["cycles"]))
+        lat = load["client_latency_us"]
+        print("\n  client latency µs          n      p50      p99    p99.9      max")
+        for name in ("without", "during", "without_before", "without_after"):
+            s = lat[name]
+            label = {"without": "without patching", "during": "during patching",
+                     "without_before": "  (before the cycles)", "without_after": "  (after the cycles)"}[name]
+            print(f"  {label:<22} {s['n']:>9} {fmt(s['p50'], 1):>8} {fmt(s['p99'], 1):>8} "
+                  f"{fmt(s['p99.9'], 1):>8} {fmt(s['max'], 0):>8}")
+        w, d = lat["without"], lat["during"]
+        if w["p50"] and d["p50"]:
+            print(f"  during/without           {'':>9} {d['p50'] / w['p50']:>7.2f}x {d['p99'] / w['p99']:>7.2f}x "
+                  f"{d['p99.9'] / w['p99.9']:>7.2f}x")
+        print(f"  machine CPUs busy (everyone, this benchmark included): {load['cpu_busy_without']:.0%} without, "
+              f"{load['cpu_busy_during']:.0%} during")
+        print(f"\n  client requests {load['client_requests']}, client errors {load['client_errors']}")
+        for sample in load["client_error_samples"]:
+            print(f"    {sample}")
+        state = load["state"]
+        print(f"  state after the cycles: {'intact' if state['ok'] else 'NOT intact'} "
+              f"({state.get('keys_checked', 0)} keys checked)")
+        for problem in state.get("problems", []):
+            print(f"    {problem}")
+        if load.get("failure"):
+            print(f"  FAILURE: {load['failure']}")
+    scale = result.get("scale")
+    if scale:
+        print("\npause against threads, no load (apply+revert combined)")
+        print("  threads   cycles  pause p50  pause p99  pause max   apply total p50   CPUs busy")
+        for threads, point in scale["points"].items():
+            c = point["combined"]["pause_us"]
+            print(f"  {threads:>7} {point['cycles']:>8} {fmt(c['p50']):>8} µs {fmt(c['p99']):>7} µs "
+                  f"{fmt(c['max']):>7} µs {fmt(point['apply']['total_ms']['p50'], 1):>12} ms "
+                  f"{point['cpu_busy']:>10.0%}"
+                  + (f"   FAILURE: {point['failure']}" if point["failure"] else ""))
+        print(f"  slope (least squares over p50): {fmt(scale['slope_us_per_thread'], 1)} µs/thread")
+    print(f"\nload average at the end {', '.join(f'{x:.2f}' for x in result['loadavg_at_end'])}")
+    print("\ngoals")
+    for line, ok in goals(result):
+        print(f"  {verdict(ok)}  {line}")
+
+
+def print_pauses(stats: dict) -> None:
+    print("  pause µs        n    p50    p99    max   total ms p50   CLI wall ms p50   retries (sum/max)")
+    for kind in ("apply", "revert", "combined"):
+        s = stats[kind]
+        print(f"  {kind:<9} {s['pause_us']['n']:>6} {fmt(s['pause_us']['p50']):>6} {fmt(s['pause_us']['p99']):>6} "
+              f"{fmt(s['pause_us']['max']):>6} {fmt(s['total_ms']['p50'], 1):>14} {fmt(s['wall_ms']['p50'], 0):>17}"
+              f"   {s['retries']['sum']}/{s['retries']['max']}")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=50, help="apply/revert cycles under load (default 50)")
+    parser.add_argument("--duration", type=float, default=5.0,
+                        help="seconds of client load measured without patching (default 5)")
+    parser.add_argument("--clients", type=int, default=8, help="client connections under load (default 8)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests/s per client; 0 (default) is closed loop, as fast as replies come")
+    parser.add_argument("--scale-cycles", type=int, default=20, help="apply/revert cycles per thread count (20)")
+    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[2, 8, 32],
+                        help="thread counts for the no-load measurement (default 2,8,32)")
+    parser.add_argument("--skip-load", action="store_true", help="only the thread-count measurement")
+    parser.add_argument("--skip-scale", action="store_true", help="only the measurement under load")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    args = parser.parse_args(argv)
+
+    bindir = Path(sys.executable).parent
+    search = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    cli, cc = shutil.which("buildhook", path=search), shutil.which("buildhook-cc", path=search)
+    if not cli or not cc:
+        print("apply_pause: buildhook / buildhook-cc not found next to this Python", file=sys.stderr)
+        return 1
+    if os.geteuid() != 0:
+        log("apply_pause: warning: not root; ptrace may be denied (kernel.yama.ptrace_scope)")
+
+    result: dict[str, object] = {"machine": machine(), "args": vars(args), "cli": cli}
+    work = Path(tempfile.mkdtemp(prefix="buildhook-apply-pause-"))
+    env = dict(os.environ, BUILDHOOK_STORE=str(work / "store"))
+    status = 0
+    try:
+        log(f"building kvd v1.0 and v1.1 with {cc} in {work}")
+        old, po = build(work, env, cli, cc)
+        result["po"] = {"name": po.name, "size": po.stat().st_size}
+        if not args.skip_load:
+            result["load"] = load_phase(old, po, work, env, cli, args)
+        if not args.skip_scale:
+            result["scale"] = scale_phase(old, po, work, env, cli, args)
+    except Exception as exc:  # noqa: BLE001 — report what happened, with what was measured so far
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"apply_pause: error: {exc}")
+        status = 1
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["loadavg_at_end"] = os.getloadavg()
+    checks = goals(result)
+    result["goals"] = [{"goal": line, "pass": ok} for line, ok in checks]
+    if args.json:
+        load = result.get("load")
+        if isinstance(load, dict):  # per-cycle reports are long: keep them, but summarised first
+            load["pauses"] = pause_stats(load["cycles"])
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_report(result)
+        if "error" in result:
+            print(f"\nERROR: {result['error']}")
+    if status == 0 and not all(ok for _, ok in checks):
+        status = 3
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
