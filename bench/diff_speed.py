@@ -47,25 +47,6 @@ GOAL_RATIO = 0.05
 BIN_DIR = Path(sys.executable).parent
 
 
-def security_patches(tree: Path) -> list[str]:
-    """The trailing run of patches in debian/patches/series that name a CVE."""
-    series = [line.split()[0] for line in (tree / "debian" / "patches" / "series").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
-    trailing: list[str] = []
-    for name in reversed(series):
-        if "cve" not in name.lower():
-            break
-        trailing.insert(0, name)
-    if not trailing:
-        raise SystemExit(f"{tree}: no CVE patches at the end of debian/patches/series")
-    return trailing
-
-
-def patch(tree: Path, name: str, reverse: bool = False) -> None:
-    argv = ["patch", "-p1", "--batch", "-i", str(tree / "debian" / "patches" / name)] + (["-R"] if reverse else [])
-    realsource.run(argv, cwd=tree, timeout=60)
-
-
 def timed(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> float:
     started = time.perf_counter()
     result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -92,13 +73,13 @@ def main() -> int:
 
     source = realsource.fetch_source(PACKAGE, args.workdir)
     realsource.install_build_deps(PACKAGE, source)
-    fixes = security_patches(source)
+    fixes = realsource.security_patches(source)
     tree = args.workdir / "diff-speed" / "memcached"
     if tree.exists():
         shutil.rmtree(tree)
     shutil.copytree(source, tree, symlinks=True)
     for name in reversed(fixes):
-        patch(tree, name, reverse=True)
+        realsource.apply_debian_patch(tree, name, reverse=True)
     store = Path(tempfile.mkdtemp(prefix="buildhook-diffspeed-store-"))
     env = dict(os.environ, BUILDHOOK_STORE=str(store), BUILDHOOK_PATCH_FROM="off",
                PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -112,7 +93,7 @@ def main() -> int:
         realsource.run([str(BIN_DIR / "buildhook"), "release", "deployed", str(binary)], env=env, timeout=60)
         timed(["make", "clean"], tree, env)
         rebuild = timed(["make", f"-j{args.jobs}"], tree, env)
-        patch(tree, fixes[0])
+        realsource.apply_debian_patch(tree, fixes[0])
         timed(["make", f"-j{args.jobs}"], tree, env)
         out = tree / "fix.po"
         diff_argv = [str(BIN_DIR / "buildhook"), "diff", "--from", "deployed", str(binary), "-o", str(out), "--json"]
@@ -126,7 +107,7 @@ def main() -> int:
             post_link.setdefault(setting, []).append(timed(["make", "memcached"], tree, env_link))
         # The relink above with "latest" compared against the release: objects differ
         # (the fix), so it really writes a patch; measure the no-change case too.
-        patch(tree, fixes[0], reverse=True)
+        realsource.apply_debian_patch(tree, fixes[0], reverse=True)
         timed(["make", f"-j{args.jobs}"], tree, env)
         unchanged = {}
         for setting in ("off", "latest", "off", "latest"):

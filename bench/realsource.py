@@ -330,6 +330,30 @@ def source_version(tree: Path) -> str:
     return m.group(1)
 
 
+def security_patches(tree: Path) -> list[str]:
+    """The trailing run of patches in debian/patches/series whose names carry a CVE id.
+
+    Debian appends security fixes to the end of a stable package's series, so
+    the tree without them is what was deployed before the advisory.
+    """
+    series = [line.split()[0] for line in (Path(tree) / "debian" / "patches" / "series").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    trailing: list[str] = []
+    for name in reversed(series):
+        if "cve" not in name.lower():
+            break
+        trailing.insert(0, name)
+    if not trailing:
+        raise RealSourceError(f"{tree}: no CVE patches at the end of debian/patches/series")
+    return trailing
+
+
+def apply_debian_patch(tree: Path, name: str, reverse: bool = False) -> None:
+    """Apply (or reverse) one patch of debian/patches to an unpacked tree."""
+    argv = ["patch", "-p1", "--batch", "-i", str(Path(tree) / "debian" / "patches" / name)]
+    run(argv + (["-R"] if reverse else []), cwd=Path(tree), timeout=60)
+
+
 def install_build_deps(package: str, tree: Path, log=print) -> None:
     """Install what building ``tree`` needs (``apt-get build-dep``), once.
 
