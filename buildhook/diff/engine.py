@@ -131,13 +131,18 @@ class PatchPlanner:
                     self._new_globals.setdefault(symbol.name, (index, symbol))
 
     def check_layouts(self) -> None:
+        """One refusal per changed struct, naming every file that defines it."""
+        changes: dict[tuple[str, str], list[str]] = {}
         for unit in self.units:
             if unit.old is None:
                 continue
             for struct_name, description in struct_layout_changes(unit.old, unit.new):
-                self.refuse(struct_name, unit.file, model.STRUCT_LAYOUT_CHANGED,
-                            f"layout of {struct_name} changed ({description}); code of the running "
-                            "release would read the new layout wrongly")
+                changes.setdefault((struct_name, description), []).append(unit.file)
+        for (struct_name, description), files in changes.items():
+            also = f"; also defined in {', '.join(files[1:])}" if len(files) > 1 else ""
+            self.refuse(struct_name, files[0], model.STRUCT_LAYOUT_CHANGED,
+                        f"layout of {struct_name} changed ({description}); code of the running "
+                        f"release would read the new layout wrongly{also}")
 
     def seed_changed_functions(self) -> None:
         for index, unit in enumerate(self.units):
