@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from buildhook.po.format import default_patch_path
 from buildhook.samples import KvdClient, KvdError, KvdProcess, SampleReleaseError, apply_series, patched_tree, \
     start_kvd
 from buildhook.store import LinkRecord, Store
@@ -92,7 +93,7 @@ def _apply(po: Path, pid: int) -> float:
         raise DemoError(f"applying the patch to process {pid}: {exc}") from exc
     _say(f"      applied to pid {pid}: {', '.join(report.functions)} redirected; all threads paused "
          f"{report.pause_us:.0f} µs, {report.total_ms:.0f} ms in all")
-    return report.pause_us or 0.0
+    return report.pause_us
 
 
 def _describe_patch(po: Path) -> None:
@@ -145,7 +146,7 @@ def run_demo(keep: bool = False) -> int:
         except SampleReleaseError as exc:
             raise DemoError(str(exc)) from exc
         _build(tree, env, "v1.1")
-        po = tree / "kvd.from-v1.0.po"
+        po = Path(default_patch_path(str(tree / "kvd"), "v1.0"))
         if not po.is_file():
             raise DemoError(f"the v1.1 build did not write {po.name}")
         _describe_patch(po)

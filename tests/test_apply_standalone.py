@@ -50,3 +50,11 @@ def test_zipapp_runs_on_python_with_no_site_packages(tmp_path: Path, env: dict[s
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1
     assert bad.stderr.strip() == f"buildhook-apply: error: cannot read {tmp_path / 'missing.po'}: No such file or directory"
+
+
+def test_the_applier_can_perform_every_relocation_a_po_may_hold() -> None:
+    """One set of types for the format; the diff and reader check against it, the loader implements it."""
+    from buildhook.apply.loader import RECIPES
+    from buildhook.po.format import SUPPORTED_RELOCATIONS
+
+    assert set(RECIPES) == set(SUPPORTED_RELOCATIONS)

@@ -55,15 +55,13 @@ class ApplyReport:
     result: str
     patch_id: str
     functions: list[str] = field(default_factory=list)
-    pause_us: float | None = None
+    pause_us: float = 0.0
     total_ms: float = 0.0
     retries: int = 0
-    message: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {"pid": self.pid, "result": self.result, "patch_id": self.patch_id, "functions": self.functions,
-                "pause_us": None if self.pause_us is None else round(self.pause_us, 1),
-                "total_ms": round(self.total_ms, 2), "retries": self.retries, "message": self.message}
+                "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries}
 
 
 def _signed(value: int) -> int:
@@ -287,14 +285,15 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
             time.time(), po_name)
         restore = _functions_to_restore(replacing, {address for _, address, _ in jumps})
         busy = _busy_ranges(jumps, target.bias, replacing)
-        pause_us, retries = _commit(session, busy, timeout, lambda: _write_commit(
-            session.memory, memfd, state, [(address, jump_bytes(address, dest)) for _, address, dest in jumps],
-            restore))
-        if pause_us is None:
-            os.close(memfd)
+        try:
+            pause_us, retries = _commit(session, busy, timeout, lambda: _write_commit(
+                session.memory, memfd, state, [(address, jump_bytes(address, dest)) for _, address, dest in jumps],
+                restore))
+        except ApplyRefused:
+            os.close(memfd)  # busy: take the region away again, the target is as it was
             memfd = -1
             session.unmap(layout.base, layout.size)
-            raise ApplyRefused(f"busy after {timeout:g} s: {retries}")
+            raise
         if replacing is not None:
             session.unmap(replacing.region_start, replacing.region_end - replacing.region_start)
         return ApplyReport(pid, "applied", patch.patch_id, [entry["name"] for entry, _, _ in jumps], pause_us,
@@ -329,10 +328,11 @@ def _write_commit(memory: ptrace.ProcessMemory, memfd: int, state: AppliedPatch,
         memory.write(address, jump)
 
 
-def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> tuple[float | None, object]:  # type: ignore[no-untyped-def]
+def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """Stop the world until it is safe, then *write* and let every thread go (detached).
 
-    Returns (pause in µs, retries), or (None, reason) after the timeout.
+    Returns (pause in µs, retries); raises ApplyRefused, naming the busy
+    functions and threads, when it is still not safe after *timeout*.
     Everything the check needs is prepared before the stop: the unwind
     tables, the map index, the busy ranges.
     """
@@ -358,7 +358,8 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> 
         if time.monotonic() >= deadline:
             names = sorted({item.label for item in found})
             threads = ", ".join(f"{item.tid} ({item.label}, {item.where})" for item in found)
-            return None, f"{', '.join(names)} always in use (threads {threads}); nothing was changed"
+            raise ApplyRefused(f"busy after {timeout:g} s: {', '.join(names)} always in use (threads {threads}); "
+                               "nothing was changed")
         retries += 1
         time.sleep(RETRY_PAUSE_S)
 
@@ -383,8 +384,6 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
         busy = [BusyRange(patch.code_start, patch.code_end, f"code of patch {patch.patch_id[:16]}")]
         pause_us, retries = _commit(session, busy, timeout, lambda: [
             session.memory.write(f.address, bytes.fromhex(f.original)) for f in patch.functions])
-        if pause_us is None:
-            raise ApplyRefused(f"busy after {timeout:g} s: {retries}")
         session.unmap(patch.region_start, patch.region_end - patch.region_start)
         return ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.functions], pause_us,
                            (time.perf_counter() - started) * 1000, retries)

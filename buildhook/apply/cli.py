@@ -79,12 +79,9 @@ def _print_reports(reports: list[ApplyReport], as_json: bool) -> None:
         print(json.dumps([report.to_json() for report in reports], indent=2))
         return
     for report in reports:
-        if report.pause_us is not None:
-            print(f"process {report.pid}: {report.result} patch {report.patch_id[:16]} "
-                  f"({len(report.functions)} functions: {', '.join(report.functions)}); "
-                  f"paused {report.pause_us:.0f} µs, {report.total_ms:.1f} ms in all")
-        else:
-            print(f"process {report.pid}: {report.result}: {report.message}")
+        print(f"process {report.pid}: {report.result} patch {report.patch_id[:16]} "
+              f"({len(report.functions)} functions: {', '.join(report.functions)}); "
+              f"paused {report.pause_us:.0f} µs, {report.total_ms:.1f} ms in all")
 
 
 def read_trusted_patch(path: str) -> PatchObject:

@@ -63,7 +63,6 @@ class ObjectComparison:
         self.old_data = data_symbols(old)
         self.new_data = data_symbols(new)
         self.correlation = self._correlate()
-        self.line_only: set[str] = set()
         self.changed_functions = self._changed_functions()
 
     # -- correlate ---------------------------------------------------------
@@ -146,8 +145,7 @@ class ObjectComparison:
             if old_signature == new_signature:
                 continue
             if self._line_numbers_only(old_signature, new_signature, new_body):
-                self.line_only.add(name)
-                continue
+                continue  # only __LINE__ moved: not a change
             changed.add(name)
         return changed
 

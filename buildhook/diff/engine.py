@@ -39,7 +39,6 @@ from buildhook.store import Store
 from buildhook.store.records import LinkRecord
 
 JUMP_SIZE = 5
-SUPPORTED_RELOCATIONS = frozenset({1, 2, 4, 9, 10, 11, 22, 23, 24, 41, 42})
 
 
 @dataclass
@@ -229,7 +228,7 @@ class PatchPlanner:
         owner = next((body.name for body in unit.bodies.values() if body.owns(section.index)), None)
         for rel in section.relocations:
             if start <= rel.offset < end:
-                if rel.type not in SUPPORTED_RELOCATIONS:
+                if rel.type not in fmt.SUPPORTED_RELOCATIONS:
                     self.refuse(section.name, unit.file, model.UNSUPPORTED_RELOCATION,
                                 f"relocation type {rel.type} at {section.name}+{rel.offset:#x} is not supported")
                     continue

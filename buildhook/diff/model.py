@@ -17,11 +17,8 @@ NEW_CONSTRUCTOR = "new-constructor"
 FUNCTION_TOO_SHORT = "function-too-short"
 UNREACHABLE_CHANGE = "unreachable-change"
 UNSUPPORTED_RELOCATION = "unsupported-relocation"
-MISSING_FUNCTION_SECTIONS = "missing-function-sections"
 # Warnings: the patch is written, and says this.
 INITIAL_VALUE_CHANGED = "initial-value-changed"
-LINE_NUMBER_ONLY = "line-number-only"
-REMOVED_FUNCTION = "removed-function"
 
 PATCH = "patch"
 NO_CHANGE = "no-change"

@@ -29,11 +29,6 @@ class ArchiveMember:
     data: bytes
 
 
-def is_archive(head: bytes) -> bool:
-    """Whether *head* (the first 8 bytes of a file) starts an ar archive."""
-    return head[:8] in (ARCHIVE_MAGIC, THIN_MAGIC)
-
-
 def read_members(path: str) -> list[ArchiveMember]:
     """Every member of the archive at *path*, in order (symbol tables skipped)."""
     with open(path, "rb") as handle:

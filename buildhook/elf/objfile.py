@@ -15,7 +15,6 @@ from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
-SHF_ALLOC = SH_FLAGS.SHF_ALLOC
 SHF_EXECINSTR = SH_FLAGS.SHF_EXECINSTR
 SHF_WRITE = SH_FLAGS.SHF_WRITE
 SHF_MERGE = SH_FLAGS.SHF_MERGE
@@ -44,10 +43,6 @@ class Section:
     @property
     def is_code(self) -> bool:
         return bool(self.flags & SHF_EXECINSTR)
-
-    @property
-    def is_alloc(self) -> bool:
-        return bool(self.flags & SHF_ALLOC)
 
     @property
     def is_strings(self) -> bool:

@@ -52,6 +52,10 @@ STT_FUNC = 2
 STT_SECTION = 3
 STT_TLS = 6
 SHN_UNDEF = 0
+# Relocation types a .po may contain (docs/po-format.md): 64, PC32, PLT32, GOTPCREL,
+# 32, 32S, GOTTPOFF, TPOFF32, PC64, GOTPCRELX, REX_GOTPCRELX.  The diff refuses
+# others; readers refuse files with others; the applier has a recipe for each.
+SUPPORTED_RELOCATIONS = frozenset({1, 2, 4, 9, 10, 11, 22, 23, 24, 41, 42})
 SYMBOL_SIZE = 24
 RELA_SIZE = 24
 SECTION_HEADER_SIZE = 64

@@ -23,7 +23,6 @@ from elftools.elf.relocation import RelocationSection
 
 from buildhook.po import format as fmt
 
-SUPPORTED_RELOCATIONS = frozenset({1, 2, 4, 9, 10, 11, 22, 23, 24, 41, 42})
 
 
 class PatchFormatError(Exception):
@@ -181,7 +180,7 @@ def _validate(patch: PatchObject) -> None:
             raise _fail(name, f"undefined symbol {symbol.name!r} has no binding")
     for section in patch.sections.values():
         for offset, rel_type, symbol_index, _addend in section.relocations:
-            if rel_type not in SUPPORTED_RELOCATIONS:
+            if rel_type not in fmt.SUPPORTED_RELOCATIONS:
                 raise _fail(name, f"relocation type {rel_type} in {section.name} is not supported")
             if not 0 < symbol_index < len(patch.symbols):
                 raise _fail(name, f"relocation in {section.name} names symbol {symbol_index}, out of range")

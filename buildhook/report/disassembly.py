@@ -83,9 +83,6 @@ class ObjectDisassembly:
         self.object = ObjectFile(data, name)
         self.functions = _split_functions(_objdump(data, name))
 
-    def function_names(self) -> list[str]:
-        return list(self.functions)
-
     def lines(self, function: str) -> list[str]:
         """The normalised lines of *function* and its ``.cold`` part; KeyError if it is not in the object."""
         lines = self._normalise(function, self.functions[function])

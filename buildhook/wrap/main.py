@@ -201,8 +201,6 @@ class _Wrapper:
 
         link = recording.record_link(store, output=output, map_path=map_path, compiler=self.invocation.prefix,
                                      flags=flags, cwd=self.cwd, renamed_objects=renamed)
-        if str(self.settings["patch_from"]).strip().lower() == "off":
-            return
         from buildhook.wrap.postlink import patches_after_link
 
         try:

@@ -5,33 +5,33 @@ so it stays light and imports the diff stage only when a patch is needed.
 Once a binary has a release, each link of it writes ``BINARY.from-TAG.po``
 next to it (from its latest release, or from the tags the user configured).
 The step never fails the build unless strict mode is on: a refusal or an
-error is one line on stderr; a written patch is silent (its file says it).  When no program object differs from the
-release's, nothing is parsed (a few hash comparisons), and a stale patch
-for that release is removed, since it would no longer describe this build.
+error is one line on stderr; a written patch is silent (its file says it).
+When no program object differs from the release's, nothing is parsed (a few
+hash comparisons), and a stale patch for that release is removed, since it
+would no longer describe this build.
 """
 
 from __future__ import annotations
 
 import os
 
-from buildhook.store import Store
-
 from buildhook.po.format import default_patch_path
+from buildhook.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from buildhook.store.records import LinkRecord
 
 
-def base_tags(store: Store, link: LinkRecord, setting: str) -> list[str]:
-    """The release tags to patch from, per the ``patch_from`` setting."""
-    if setting.strip().lower() == "off":
+def base_tags(release_tags: list[str], setting: str) -> list[str]:
+    """The release tags to patch from (of the binary's *release_tags*, oldest first), per ``patch_from``."""
+    choice = setting.strip().lower()
+    if choice == "off":
         return []
-    tags = [tag for tag, _link_id in store.records.releases_of(link.binary)]
-    if setting.strip().lower() == "latest":
-        return tags[-1:]
+    if choice == "latest":
+        return release_tags[-1:]
     wanted = [tag.strip() for tag in setting.split(",") if tag.strip()]
-    return [tag for tag in wanted if tag in tags]
+    return [tag for tag in wanted if tag in release_tags]
 
 
 def patches_after_link(store: Store, link: LinkRecord, setting: str) -> tuple[bool, list[str]]:
@@ -43,9 +43,12 @@ def patches_after_link(store: Store, link: LinkRecord, setting: str) -> tuple[bo
     """
     lines: list[str] = []
     ok = True
-    release_links = dict(store.records.releases_of(link.binary))
+    if setting.strip().lower() == "off":
+        return True, []
+    releases = store.records.releases_of(link.binary)
+    release_links = dict(releases)
     current = sorted(item.sha256 for item in link.objects)
-    for tag in base_tags(store, link, setting):
+    for tag in base_tags([tag for tag, _ in releases], setting):
         path = default_patch_path(link.binary, tag)
         if store.records.program_object_hashes(release_links[tag]) == current:
             if os.path.exists(path):
