@@ -3,8 +3,10 @@
 *Correlate* decides which old symbol is which new symbol.  Names match
 directly, except static locals, which gcc numbers per translation unit
 (``counter.3`` ↔ ``counter.5`` when a function added earlier in the file
-has its own static): they are matched by base name and by the functions
-that use them.
+has its own static): a writable one is matched by base name and by the
+functions that use them; a read-only one (``__FUNCTION__.7``, a ``static
+const`` table) has no running value, so it is matched by base name and
+content, and one without a match is simply new data, never a refusal.
 
 *Compare* says whether a function changed: its bytes plus its relocations,
 each reduced to what it means (correlated symbol, string content, constant
@@ -67,14 +69,30 @@ class ObjectComparison:
 
     # -- correlate ---------------------------------------------------------
 
-    def _static_local_users(self, obj: ObjectFile, bodies: dict[str, FunctionBody]) -> dict[str, set[str]]:
+    def _static_local_users(self, obj: ObjectFile, bodies: dict[str, FunctionBody],
+                            data: dict[str, Symbol]) -> dict[str, set[str]]:
+        """Static local → the functions and variables whose relocations refer to it.
+
+        Variables count too: haproxy's INITCALL registers ``&(struct x){...}``
+        compound literals (``__compound_literal.N``) from a static
+        ``__initcb_<line>`` record, and no function refers to them at all.
+        """
         users: dict[str, set[str]] = {}
+
+        def note(user: str, target: Target) -> None:
+            symbol = target.symbol
+            if target.kind == "symbol" and symbol is not None and symbol.is_local \
+                    and symbol.type in ("STT_OBJECT", "STT_TLS") and STATIC_LOCAL.match(symbol.name):
+                users.setdefault(symbol.name, set()).add(user)
+
         for body in bodies.values():
             for _part, _rel, target in referenced_targets(obj, body):
-                symbol = target.symbol
-                if target.kind == "symbol" and symbol is not None and symbol.is_local \
-                        and symbol.type in ("STT_OBJECT", "STT_TLS") and STATIC_LOCAL.match(symbol.name):
-                    users.setdefault(symbol.name, set()).add(body.name)
+                note(body.name, target)
+        for variable in data.values():
+            if isinstance(variable.section, int):
+                for rel in obj.sections[variable.section].relocations:
+                    if variable.value <= rel.offset < variable.value + variable.size:
+                        note(variable.name, resolve(obj, rel))
         return users
 
     def _correlate(self) -> Correlation:
@@ -85,12 +103,15 @@ class ObjectComparison:
             if not STATIC_LOCAL.match(name) or name not in self.old_data:
                 correlation.old_to_new[name] = name
                 correlation.new_to_old[name] = name
-        old_users = self._static_local_users(self.old, self.old_bodies)
-        new_users = self._static_local_users(self.new, self.new_bodies)
+        old_users = self._static_local_users(self.old, self.old_bodies, self.old_data)
+        new_users = self._static_local_users(self.new, self.new_bodies, self.new_data)
         old_statics = [s for s in self.old_data.values() if s.is_local and STATIC_LOCAL.match(s.name)]
         new_statics = [s for s in self.new_data.values() if s.is_local and STATIC_LOCAL.match(s.name)]
         unmatched_new = list(new_statics)
         for old_symbol in sorted(old_statics, key=lambda s: s.name):
+            if self._is_constant(self.old, old_symbol):
+                self._correlate_constant(correlation, old_symbol, unmatched_new, old_users, new_users)
+                continue
             base = STATIC_LOCAL.match(old_symbol.name)["base"]  # type: ignore[index]
             users = old_users.get(old_symbol.name, set())
             candidates = [s for s in unmatched_new if STATIC_LOCAL.match(s.name)["base"] == base]  # type: ignore[index]
@@ -107,6 +128,41 @@ class ObjectComparison:
             correlation.old_to_new[old_symbol.name] = chosen.name
             correlation.new_to_old[chosen.name] = old_symbol.name
         return correlation
+
+    @staticmethod
+    def _is_constant(obj: ObjectFile, symbol: Symbol) -> bool:
+        """A static local in read-only, non-TLS storage: its bytes are its whole meaning."""
+        if not isinstance(symbol.section, int):
+            return False
+        section = obj.sections[symbol.section]
+        return not (section.is_writable or section.is_tls or section.type == "SHT_NOBITS")
+
+    def _constant_key(self, obj: ObjectFile, symbol: Symbol) -> tuple[object, ...]:
+        """Base name, bytes and relocation targets (by raw name) of a read-only static local."""
+        assert isinstance(symbol.section, int)
+        section = obj.sections[symbol.section]
+        targets = tuple((rel.offset - symbol.value, rel.type, obj.symbols[rel.symbol].name, rel.addend)
+                        for rel in section.relocations if symbol.value <= rel.offset < symbol.value + symbol.size)
+        base = STATIC_LOCAL.match(symbol.name)["base"]  # type: ignore[index]
+        return (base, self.data_bytes(obj, symbol), targets)
+
+    def _correlate_constant(self, correlation: Correlation, old_symbol: Symbol, unmatched_new: list[Symbol],
+                            old_users: dict[str, set[str]], new_users: dict[str, set[str]]) -> None:
+        """Pair a read-only static local with a new one of equal content (same users first).
+
+        Equal content means equal meaning, so any equal candidate is right; an
+        unpaired one is not a refusal: the functions using it differ and are
+        replaced, carrying their own copy of the new constant.
+        """
+        key = self._constant_key(self.old, old_symbol)
+        equal = [s for s in unmatched_new if self._is_constant(self.new, s) and self._constant_key(self.new, s) == key]
+        if not equal:
+            return
+        users = old_users.get(old_symbol.name, set())
+        chosen = next((s for s in equal if new_users.get(s.name, set()) == users), equal[0])
+        unmatched_new.remove(chosen)
+        correlation.old_to_new[old_symbol.name] = chosen.name
+        correlation.new_to_old[chosen.name] = old_symbol.name
 
     # -- compare -----------------------------------------------------------
 
