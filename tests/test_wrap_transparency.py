@@ -189,6 +189,28 @@ def test_configure_probes_are_not_recorded(src: Path, env: dict[str, str], build
     assert not store_dir.exists()
 
 
+def test_probe_into_a_device_leaves_the_device_alone(src: Path, env: dict[str, str], buildhook_cc: str,
+                                                     store_dir: Path, tmp_path: Path) -> None:
+    """haproxy's Makefile finds its Lua library with ``echo 'int main(){}' | $(CC) -o /dev/null -x c - -llua5.3``.
+
+    Found on the machine: the wrapper recorded that link, failed to read
+    /dev/null as a program and removed it as a failed output.  Here a private
+    node for the same device (1, 3) stands in for /dev/null.
+    """
+    import os
+    import stat
+
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    run([buildhook_cc, "-o", str(null), "-x", "c", "-"], env, cwd=src, stdin=b"int main(void) { return 0; }\n")
+    run([buildhook_cc, "-c", "good.c", "-o", str(null)], env, cwd=src)
+    assert stat.S_ISCHR(null.stat().st_mode)
+    assert not store_dir.exists() or not builds_json(env)
+
+
 # -- refusals and failures inside buildhook: one line, never silent ------------
 
 

@@ -136,7 +136,12 @@ class _Wrapper:
         return 1
 
     def recording_wanted(self, output: str) -> bool:
-        if not self.settings.flag("record"):
+        """Whether *output* is a file worth a record (not skipped, not a device such as /dev/null).
+
+        haproxy's Makefile probes for its Lua library with ``$(CC) -o /dev/null``;
+        such a probe has no program to record and nothing to remove.
+        """
+        if not self.settings.flag("record") or not _is_regular_or_new(os.path.join(self.cwd, output)):
             return False
         parts = os.path.normpath(output).split(os.sep)
         return not any(glob_match(part, glob) for part in parts for glob in self.settings.skip_output_globs)
@@ -258,13 +263,26 @@ class _Wrapper:
                 print(f"{self.program}: warning: not recorded in store {store.root}: {exc}", file=sys.stderr)
                 return
             for output in outputs:
-                try:
-                    os.unlink(output)
-                except OSError:
-                    pass
+                if _is_regular_or_new(output):  # never a device, a pipe or a directory
+                    try:
+                        os.unlink(output)
+                    except OSError:
+                        pass
             raise WrapperProblem(f"could not record in store {store.root}: {exc}") from exc
         finally:
             store.close()
+
+
+def _is_regular_or_new(path: str) -> bool:
+    """True for a regular file or a path that does not exist yet (symbolic links followed)."""
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def run_wrapper(argv: list[str], language: str) -> int:
