@@ -4,7 +4,8 @@
 directly, except static locals, which gcc numbers per translation unit
 (``counter.3`` ↔ ``counter.5`` when a function added earlier in the file
 has its own static): a writable one is matched by base name and by the
-functions that use them; a read-only one (``__FUNCTION__.7``, a ``static
+functions and variables that use it (and, when one function owns several,
+by the relocation slot that refers to each); a read-only one (``__FUNCTION__.7``, a ``static
 const`` table) has no running value, so it is matched by base name and
 content, and one without a match is simply new data, never a refusal.
 
@@ -120,6 +121,8 @@ class ObjectComparison:
             chosen = exact[0] if len(exact) == 1 else overlapping[0] if len(overlapping) == 1 else None
             if chosen is None and not users and len(candidates) == 1:
                 chosen = candidates[0]
+            if chosen is None and len(exact) > 1:
+                chosen = self._positional_match(old_symbol, users, exact)
             if chosen is None:
                 correlation.removed_static_locals.append((old_symbol, users))
                 correlation.old_to_new.pop(old_symbol.name, None)
@@ -128,6 +131,32 @@ class ObjectComparison:
             correlation.old_to_new[old_symbol.name] = chosen.name
             correlation.new_to_old[chosen.name] = old_symbol.name
         return correlation
+
+    def _positional_match(self, old_symbol: Symbol, users: set[str], candidates: list[Symbol]) -> Symbol | None:
+        """The candidate every user refers to in the same relocation slot where it used *old_symbol*.
+
+        One function can own several same-named statics (a report-once macro
+        used twice): users cannot tell them apart, but if each user's old and
+        new relocation lists line up one to one, slot i names the same
+        variable in both.  Any user whose lists do not line up, or two
+        different answers, leave it unmatched (and refused).
+        """
+        answers: set[str] = set()
+        for user in users:
+            old_body, new_body = self.old_bodies.get(user), self.new_bodies.get(user)
+            if old_body is None or new_body is None:
+                return None
+            old_refs = referenced_targets(self.old, old_body)
+            new_refs = referenced_targets(self.new, new_body)
+            if len(old_refs) != len(new_refs):
+                return None
+            for (_, _, old_target), (_, _, new_target) in zip(old_refs, new_refs):
+                if old_target.symbol is not None and old_target.symbol.name == old_symbol.name:
+                    if new_target.symbol is None:
+                        return None
+                    answers.add(new_target.symbol.name)
+        chosen = [candidate for candidate in candidates if candidate.name in answers]
+        return chosen[0] if len(answers) == 1 and len(chosen) == 1 else None
 
     @staticmethod
     def _is_constant(obj: ObjectFile, symbol: Symbol) -> bool:
