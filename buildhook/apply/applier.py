@@ -117,16 +117,21 @@ class _Session:
         finally:
             self.group.resume(tid)
 
-    def write_string(self, text: str) -> int:
-        """Put a NUL-terminated string below the main thread's stack pointer; return its address."""
+    def memfd_create(self, name: str) -> int:
+        """``memfd_create(name, MFD_CLOEXEC)`` in the target; returns its fd or -errno.
+
+        The name goes below the main thread's stack pointer and the call runs
+        in the same stop: once the thread runs again its stack reuses that
+        space (seen on haproxy: a memfd named with the bytes of a frame).
+        """
         tid = self._injector()
         self.group.stop(tid)
         try:
             address = (ptrace.get_registers(tid).rsp - 1024) & ~15
-            self.memory.write(address, text.encode() + b"\0")
+            self.memory.write(address, name.encode() + b"\0")
+            return _signed(ptrace.inject_syscall(tid, self.gadget(), SYS_MEMFD_CREATE, address, MFD_CLOEXEC))
         finally:
             self.group.resume(tid)
-        return address
 
     def call(self, function: int) -> int:
         """Run ``function()`` on the (briefly stopped) main thread: an IFUNC resolver."""
@@ -216,8 +221,7 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
 
 def _create_region(session: _Session, patch: PatchObject, layout: PatchLayout, code: bytes, data: bytes) -> int:
     """memfd + three mappings (state R, code R+X, data R+W); returns our fd on the memfd."""
-    name = session.write_string(MEMFD_PREFIX + patch.patch_id)
-    [target_fd] = session.syscalls([(SYS_MEMFD_CREATE, name, MFD_CLOEXEC)])
+    target_fd = session.memfd_create(MEMFD_PREFIX + patch.patch_id)
     if target_fd < 0:
         raise ProcessError(f"memfd_create in process {session.pid} failed: {os.strerror(-target_fd)}")
     ours = os.open(f"/proc/{session.pid}/fd/{target_fd}", os.O_RDWR)
@@ -285,14 +289,22 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
             time.time(), po_name)
         restore = _functions_to_restore(replacing, {address for _, address, _ in jumps})
         busy = _busy_ranges(jumps, target.bias, replacing)
+        writing = False
+
+        def write() -> None:
+            nonlocal writing
+            writing = True
+            _write_commit(session.memory, memfd, state,
+                          [(address, jump_bytes(address, dest)) for _, address, dest in jumps], restore)
+
         try:
-            pause_us, retries = _commit(session, busy, timeout, lambda: _write_commit(
-                session.memory, memfd, state, [(address, jump_bytes(address, dest)) for _, address, dest in jumps],
-                restore))
-        except ApplyRefused:
-            os.close(memfd)  # busy: take the region away again, the target is as it was
-            memfd = -1
-            session.unmap(layout.base, layout.size)
+            pause_us, retries = _commit(session, busy, timeout, write)
+        except BaseException:
+            if not writing:  # busy or a failure before any jump: take the region away, the target is as it was
+                os.close(memfd)
+                memfd = -1
+                session.group.detach_all()
+                session.unmap(layout.base, layout.size)
             raise
         if replacing is not None:
             session.unmap(replacing.region_start, replacing.region_end - replacing.region_start)

@@ -149,6 +149,9 @@ def dispatch(args: argparse.Namespace, program: str) -> int:
     except (PatchFormatError, SignatureError, ProcessError, TraceDenied, PtraceError) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a defect of ours is still one line, never a traceback
+        print(f"{program}: internal error: {exc.__class__.__name__}: {exc} (please report it)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,8 @@ class Mapping:
 
 def read_maps(pid: int) -> list[Mapping]:
     try:
-        with open(f"/proc/{pid}/maps") as handle:
+        # A mapped file's name is any bytes; surrogateescape keeps it usable as a path.
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.read().splitlines()
     except FileNotFoundError as exc:
         raise ProcessError(f"no process {pid}") from exc
