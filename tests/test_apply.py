@@ -363,3 +363,19 @@ def test_new_import_of_an_ifunc_runs_its_resolver_in_the_target(tmp_path: Path) 
         assert program.read_line() == "no-slash-here"
     finally:
         program.stop()
+
+
+def test_region_is_named_exactly_while_the_main_thread_churns_its_stack(tmp_path: Path) -> None:
+    program = start_program("stackchurn", tmp_path)
+    try:
+        assert program.read_line() == "ready churn v1"
+        for _ in range(5):
+            report = apply(program.po, program.process.pid, program.env)
+            names = {line.split(maxsplit=5)[5] for line in Path(f"/proc/{program.process.pid}/maps").read_bytes()
+                     .decode("utf-8", "replace").splitlines() if "memfd:" in line}
+            assert names == {f"/memfd:buildhook:{report['patch_id']} (deleted)"}
+            assert [p["patch_id"] for p in status(program.process.pid, program.env)] == [report["patch_id"]]
+            buildhook(["revert", "--pid", str(program.process.pid)], program.env)
+        assert program.process.poll() is None
+    finally:
+        program.stop()
