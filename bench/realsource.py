@@ -28,6 +28,7 @@ timeout the whole group (``make`` and its compilers) is killed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -305,14 +306,40 @@ def fetch_source(package: str, workdir: Path = DEFAULT_WORKDIR, log=print) -> Pa
         run(_as_root(["apt-get", "install", "-y", "--no-install-recommends", "dpkg-dev"]),
             timeout=TIMEOUT_APT, env={"DEBIAN_FRONTEND": "noninteractive"})
     srcdir.mkdir(parents=True, exist_ok=True)
-    log(f"realsource: apt-get source {package} (into {srcdir})")
-    run(["apt-get", "source", package], cwd=srcdir, timeout=TIMEOUT_APT)
+    _apt_get_source(package, srcdir, log)
     trees = [p for p in srcdir.glob(f"{package}-*") if p.is_dir() and (p / "debian").is_dir()]
     if len(trees) != 1:
         raise RealSourceError(f"apt-get source {package}: expected one unpacked tree in {srcdir}, "
                               f"found {[p.name for p in trees]}")
     (trees[0] / UNPACKED_STAMP).write_text(source_version(trees[0]) + "\n")
     return trees[0]
+
+
+def _apt_get_source(package: str, srcdir: Path, log=print) -> None:
+    """``apt-get source``, newest version first, falling back to older ones the index lists.
+
+    A mirror can list a version whose files it does not have yet (seen:
+    haproxy 2.6.12-1+deb12u4 from bookworm-security, 404).
+    """
+    listing = run(["apt-cache", "showsrc", package], timeout=120, check=False).output
+    versions = list(dict.fromkeys(re.findall(r"^Version: (\S+)", listing, re.M)))
+    versions.sort(key=functools.cmp_to_key(_compare_versions), reverse=True)
+    failures = []
+    for version in versions or [None]:
+        spec = f"{package}={version}" if version else package
+        log(f"realsource: apt-get source {spec} (into {srcdir})")
+        result = run(["apt-get", "source", spec], cwd=srcdir, timeout=TIMEOUT_APT, check=False)
+        if result.returncode == 0:
+            return
+        failures.append(f"{spec}: {result.output.strip().splitlines()[-1:]}")
+    raise RealSourceError(f"apt-get source {package} failed for every listed version: {failures}")
+
+
+def _compare_versions(a: str, b: str) -> int:
+    """Debian version order, as dpkg sees it."""
+    if run(["dpkg", "--compare-versions", a, "lt", b], timeout=30, check=False).returncode == 0:
+        return -1
+    return 0 if a == b else 1
 
 
 def _unpacked_trees(srcdir: Path, package: str) -> list[Path]:
@@ -330,21 +357,65 @@ def source_version(tree: Path) -> str:
     return m.group(1)
 
 
-def security_patches(tree: Path) -> list[str]:
-    """The trailing run of patches in debian/patches/series whose names carry a CVE id.
+CHANGELOG_HEADER = re.compile(r"^(?P<package>\S+) \((?P<version>[^)]+)\) (?P<suites>[^;]+);")
+CHANGELOG_TRAILER = re.compile(r"^ -- .+?  (?P<date>\w{3}, +\d+ \w{3} \d{4} [\d:]+ [+-]\d{4})")
+PATCH_DATE = re.compile(r"^Date: +(?P<date>.+)$", re.M)
+STABLE_UPDATE = re.compile(r"\+deb\d+u\d+|~deb\d+")
 
-    Debian appends security fixes to the end of a stable package's series, so
-    the tree without them is what was deployed before the advisory.
+
+def last_regular_upload(tree: Path) -> float:
+    """When the newest upload that is not a stable/security update was made (epoch seconds).
+
+    Stable and security updates carry ``+debNuM`` in their version; everything
+    a patch series gained after the last regular upload came with them.
     """
-    series = [line.split()[0] for line in (Path(tree) / "debian" / "patches" / "series").read_text().splitlines()
+    from email.utils import parsedate_to_datetime
+
+    version = None
+    for line in (Path(tree) / "debian" / "changelog").read_text(errors="replace").splitlines():
+        header = CHANGELOG_HEADER.match(line)
+        if header:
+            version = header["version"]
+            continue
+        trailer = CHANGELOG_TRAILER.match(line)
+        if trailer and version is not None and not STABLE_UPDATE.search(version):
+            return parsedate_to_datetime(trailer["date"]).timestamp()
+    raise RealSourceError(f"{tree}/debian/changelog: no regular (non +debNuM) upload found")
+
+
+def _patch_date(patch: Path) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    match = PATCH_DATE.search(patch.read_text(errors="replace")[:4000])
+    try:
+        return parsedate_to_datetime(match["date"]).timestamp() if match else None
+    except (TypeError, ValueError):
+        return None
+
+
+def security_patches(tree: Path) -> list[str]:
+    """The security fixes a stable update appended to debian/patches/series, in order.
+
+    Debian appends them to the end of the series, so the tree without them is
+    what was deployed before the advisory.  A trailing patch belongs to that
+    run when its name carries a CVE id (memcached's ``0009-CVE-2023-46852.patch``)
+    or when its ``Date:`` is after the last regular upload (haproxy's
+    ``BUG-MAJOR-http-reject-any-empty-content-length-heade.patch``, whose id
+    is only in the changelog).  The run stops at the first patch that is
+    neither.
+    """
+    since = last_regular_upload(tree)
+    patches = Path(tree) / "debian" / "patches"
+    series = [line.split()[0] for line in (patches / "series").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     trailing: list[str] = []
     for name in reversed(series):
-        if "cve" not in name.lower():
+        date = _patch_date(patches / name)
+        if "cve" not in name.lower() and (date is None or date <= since):
             break
         trailing.insert(0, name)
     if not trailing:
-        raise RealSourceError(f"{tree}: no CVE patches at the end of debian/patches/series")
+        raise RealSourceError(f"{tree}: no security patches at the end of debian/patches/series")
     return trailing
 
 
