@@ -43,7 +43,6 @@ import os
 import pickle
 import platform
 import queue
-import select
 import shutil
 import socket
 import subprocess
@@ -246,24 +245,21 @@ class LoadGenerator:
 
 
 class Kvd:
-    """A kvd process on an ephemeral port; stopped by PID with a timeout."""
+    """A kvd started by samples.start_kvd (stopped by PID), with its log kept and its threads counted."""
 
     def __init__(self, binary: Path, workdir: Path, name: str) -> None:
+        from buildhook.samples import start_kvd
+
         self.stderr_path = workdir / f"{name}.stderr"
-        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 — open for the life of the process
-        self.proc = subprocess.Popen([str(binary), "--port", "0"], stdout=subprocess.PIPE,
-                                     stderr=self._stderr, stdin=subprocess.DEVNULL)
-        self.pid = self.proc.pid
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        line = self.proc.stdout.readline().decode().strip() if ready else ""
-        if not line.startswith("listening on "):
-            self.stop()
-            raise RuntimeError(f"kvd did not start (said {line!r}; stderr: {self.stderr_tail()})")
-        self.port = int(line.split()[-1])
+        self.process = start_kvd(binary, stderr_path=self.stderr_path)
+        self.pid, self.port = self.process.pid, self.process.port
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.process.alive()
+
+    def exit_status(self) -> int:
+        """The exit status of a kvd that has died (reaps it)."""
+        return self.process.stop()
 
     def threads(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/task"))
@@ -284,16 +280,7 @@ class Kvd:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
+        self.process.stop()
 
 
 # -- the CLI ------------------------------------------------------------------------------
@@ -456,7 +443,7 @@ def verify_state(kvd: Kvd, clients: list[dict], cli: str, env: dict[str, str]) -
     """After the cycles: the process lives, no patch is left, and every key is what the clients made it."""
     problems: list[str] = []
     if not kvd.alive():
-        return {"ok": False, "problems": [f"kvd exited with {kvd.proc.returncode}; stderr: {kvd.stderr_tail()}"]}
+        return {"ok": False, "problems": [f"kvd exited with {kvd.exit_status()}; stderr: {kvd.stderr_tail()}"]}
     status = subprocess.run([cli, "status", "--pid", str(kvd.pid), "--json"], env=env, capture_output=True,
                             text=True, timeout=CLI_TIMEOUT, check=False)
     if status.returncode != 0 or json.loads(status.stdout).get("patches"):
@@ -526,7 +513,7 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
                 log(f"FAILED {failure}")
                 break
             if not kvd.alive():
-                failure = f"kvd exited ({kvd.proc.returncode}) after cycle {i}; stderr: {kvd.stderr_tail()}"
+                failure = f"kvd exited ({kvd.exit_status()}) after cycle {i}; stderr: {kvd.stderr_tail()}"
                 break
             if (i + 1) % 10 == 0:
                 log(f"  {i + 1} cycles")

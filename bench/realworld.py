@@ -355,7 +355,8 @@ class Haproxy:
         self.socket = workdir / "haproxy-admin.sock"
 
     def describe(self) -> str:
-        return "make " + " ".join(self.make_args[:-2]) + " with dpkg-buildflags (hardening=+all)"
+        shaping = [arg for arg in self.make_args if arg.startswith(("TARGET=", "USE_"))]
+        return "make " + " ".join(shaping) + " with dpkg-buildflags (hardening=+all)"
 
     def _flags(self, tree: Path) -> list[str]:
         """CFLAGS/CPPFLAGS/LDFLAGS as debian/rules passes them (DEBUG_CFLAGS, LDFLAGS)."""
@@ -522,16 +523,18 @@ def source_functions(patch_file: Path, tree: Path) -> list[str]:
     """
     names: set[str] = set()
     path: Path | None = None
+    lines: list[str] = []
     new_line = 0
     for line in patch_file.read_text(errors="replace").splitlines():
         if line.startswith("+++ "):
             name = line[4:].split("\t")[0].strip()
             path = tree / name.split("/", 1)[1] if name.endswith((".c", ".h")) and "/" in name else None
+            lines = path.read_text(errors="replace").splitlines() if path is not None and path.exists() else []
         elif line.startswith("@@") and path is not None:
             new_line = int(re.match(r"@@ -\d+(?:,\d+)? \+(\d+)", line).group(1))  # type: ignore[union-attr]
         elif path is not None and new_line and line[:1] in ("+", "-", " "):
             if line[:1] != " ":
-                enclosing = _enclosing_function(path, new_line)
+                enclosing = _enclosing_function(lines, new_line)
                 if enclosing:
                     names.add(enclosing)
             if line[:1] != "-":
@@ -539,8 +542,7 @@ def source_functions(patch_file: Path, tree: Path) -> list[str]:
     return sorted(names)
 
 
-def _enclosing_function(path: Path, line_number: int) -> str | None:
-    lines = _source_lines(path)
+def _enclosing_function(lines: list[str], line_number: int) -> str | None:
     for index in range(min(line_number, len(lines)) - 1, -1, -1):
         text = lines[index]
         if text.startswith("}"):
@@ -549,15 +551,6 @@ def _enclosing_function(path: Path, line_number: int) -> str | None:
         if match:
             return match.group(1)
     return None
-
-
-_SOURCE_CACHE: dict[Path, list[str]] = {}
-
-
-def _source_lines(path: Path) -> list[str]:
-    if path not in _SOURCE_CACHE:
-        _SOURCE_CACHE[path] = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return _SOURCE_CACHE[path]
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -598,7 +591,6 @@ def patch_one(package, tree: Path, binary: Path, server: Server, number: int, fi
     code change" (the cumulative patch already live stays).
     """
     realsource.apply_debian_patch(tree, fix)
-    _SOURCE_CACHE.clear()
     row = PatchRow(fix, source_functions=source_functions(tree / "debian" / "patches" / fix, tree))
     try:
         package.rebuild(tree, env, jobs)
@@ -734,4 +726,8 @@ def print_table(summary: dict, rows: list[PatchRow]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (realsource.RealSourceError, OSError) as err:  # fetching or building failed: what and why
+        print(f"realworld: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -54,6 +54,10 @@ class Correlation:
     def old_name(self, new_name: str) -> str | None:
         return self.new_to_old.get(new_name)
 
+    def pair(self, old_name: str, new_name: str) -> None:
+        self.old_to_new[old_name] = new_name
+        self.new_to_old[new_name] = old_name
+
 
 class ObjectComparison:
     """One changed object pair, correlated and compared."""
@@ -102,16 +106,19 @@ class ObjectComparison:
         names_new = {symbol.name for symbol in self.new.symbols if symbol.name}
         for name in names_old & names_new:
             if not STATIC_LOCAL.match(name) or name not in self.old_data:
-                correlation.old_to_new[name] = name
-                correlation.new_to_old[name] = name
+                correlation.pair(name, name)
         old_users = self._static_local_users(self.old, self.old_bodies, self.old_data)
         new_users = self._static_local_users(self.new, self.new_bodies, self.new_data)
         old_statics = [s for s in self.old_data.values() if s.is_local and STATIC_LOCAL.match(s.name)]
         new_statics = [s for s in self.new_data.values() if s.is_local and STATIC_LOCAL.match(s.name)]
-        unmatched_new = list(new_statics)
+        unmatched_new = [s for s in new_statics if not self._is_constant(self.new, s)]
+        new_constants: dict[tuple[object, ...], list[Symbol]] = {}
+        for symbol in new_statics:
+            if self._is_constant(self.new, symbol):
+                new_constants.setdefault(self._constant_key(self.new, symbol), []).append(symbol)
         for old_symbol in sorted(old_statics, key=lambda s: s.name):
             if self._is_constant(self.old, old_symbol):
-                self._correlate_constant(correlation, old_symbol, unmatched_new, old_users, new_users)
+                self._correlate_constant(correlation, old_symbol, new_constants, old_users, new_users)
                 continue
             base = STATIC_LOCAL.match(old_symbol.name)["base"]  # type: ignore[index]
             users = old_users.get(old_symbol.name, set())
@@ -128,8 +135,7 @@ class ObjectComparison:
                 correlation.old_to_new.pop(old_symbol.name, None)
                 continue
             unmatched_new.remove(chosen)
-            correlation.old_to_new[old_symbol.name] = chosen.name
-            correlation.new_to_old[chosen.name] = old_symbol.name
+            correlation.pair(old_symbol.name, chosen.name)
         return correlation
 
     def _positional_match(self, old_symbol: Symbol, users: set[str], candidates: list[Symbol]) -> Symbol | None:
@@ -175,23 +181,22 @@ class ObjectComparison:
         base = STATIC_LOCAL.match(symbol.name)["base"]  # type: ignore[index]
         return (base, self.data_bytes(obj, symbol), targets)
 
-    def _correlate_constant(self, correlation: Correlation, old_symbol: Symbol, unmatched_new: list[Symbol],
+    def _correlate_constant(self, correlation: Correlation, old_symbol: Symbol,
+                            new_constants: dict[tuple[object, ...], list[Symbol]],
                             old_users: dict[str, set[str]], new_users: dict[str, set[str]]) -> None:
-        """Pair a read-only static local with a new one of equal content (same users first).
+        """Pair a read-only static local with an unpaired new one of equal content (same users first).
 
         Equal content means equal meaning, so any equal candidate is right; an
         unpaired one is not a refusal: the functions using it differ and are
         replaced, carrying their own copy of the new constant.
         """
-        key = self._constant_key(self.old, old_symbol)
-        equal = [s for s in unmatched_new if self._is_constant(self.new, s) and self._constant_key(self.new, s) == key]
+        equal = new_constants.get(self._constant_key(self.old, old_symbol), [])
         if not equal:
             return
         users = old_users.get(old_symbol.name, set())
         chosen = next((s for s in equal if new_users.get(s.name, set()) == users), equal[0])
-        unmatched_new.remove(chosen)
-        correlation.old_to_new[old_symbol.name] = chosen.name
-        correlation.new_to_old[chosen.name] = old_symbol.name
+        equal.remove(chosen)
+        correlation.pair(old_symbol.name, chosen.name)
 
     # -- compare -----------------------------------------------------------
 

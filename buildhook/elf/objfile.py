@@ -9,17 +9,20 @@ translation unit), so everything is read eagerly.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
 
 SHF_EXECINSTR = SH_FLAGS.SHF_EXECINSTR
 SHF_WRITE = SH_FLAGS.SHF_WRITE
 SHF_MERGE = SH_FLAGS.SHF_MERGE
 SHF_STRINGS = SH_FLAGS.SHF_STRINGS
 SHF_TLS = SH_FLAGS.SHF_TLS
+
+
+RELA_ENTRY = struct.Struct("<QQq")  # r_offset, r_info (symbol << 32 | type), r_addend
 
 
 class ObjectFormatError(Exception):
@@ -38,6 +41,7 @@ class Section:
     align: int
     entsize: int
     data: bytes
+    file_offset: int = 0  # where the bytes sit in the object file
     relocations: list[Relocation] = field(default_factory=list)
 
     @property
@@ -117,7 +121,7 @@ class ObjectFile:
             header = section.header
             data_bytes = b"" if header.sh_type in ("SHT_NOBITS", "SHT_NULL") else section.data()
             self.sections.append(Section(index, section.name, header.sh_type, header.sh_flags, header.sh_size,
-                                         header.sh_addralign, header.sh_entsize, data_bytes))
+                                         header.sh_addralign, header.sh_entsize, data_bytes, header.sh_offset))
         self.symbols: list[Symbol] = []
         symtab = elf.get_section_by_name(".symtab")
         if symtab is not None:
@@ -126,14 +130,15 @@ class ObjectFile:
                 self.symbols.append(Symbol(index, symbol.name, entry.st_info.type, entry.st_info.bind,
                                            entry.st_shndx, entry.st_value, entry.st_size,
                                            entry.st_other.visibility))
-        for section in elf.iter_sections():
-            if isinstance(section, RelocationSection) and section.is_RELA():
+        for index, section in enumerate(elf.iter_sections()):
+            if section.header.sh_type == "SHT_RELA":
+                # Elf64_Rela unpacked in bulk: pyelftools' per-entry parse was most of
+                # loading an object with debug info (.rela.debug_info is the big one).
                 target = self.sections[section.header.sh_info]
-                target.relocations = [
-                    Relocation(rel.entry.r_offset, rel.entry.r_info_type, rel.entry.r_info_sym, rel.entry.r_addend)
-                    for rel in section.iter_relocations()
-                ]
-                target.relocations.sort(key=lambda rel: rel.offset)
+                target.relocations = sorted(
+                    (Relocation(offset, info & 0xFFFFFFFF, info >> 32, addend)
+                     for offset, info, addend in RELA_ENTRY.iter_unpack(self.sections[index].data)),
+                    key=lambda rel: rel.offset)
         self._symbols_by_section: dict[int, list[Symbol]] = {}
         for symbol in self.symbols:
             if isinstance(symbol.section, int) and symbol.type not in ("STT_SECTION", "STT_FILE"):
