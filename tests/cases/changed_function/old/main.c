@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <string.h>
 
 /* Checksum of a buffer: the function the patch fixes. */
 __attribute__((noinline)) unsigned compute(const unsigned char *data, int len)
@@ -11,7 +12,10 @@ __attribute__((noinline)) unsigned compute(const unsigned char *data, int len)
 
 int main(void)
 {
-    static const unsigned char message[] = "hello, patch";
-    printf("%u\n", compute(message, (int)sizeof message - 1));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        printf("%u\n", compute((const unsigned char *)line, (int)strlen(line)));
+        fflush(stdout);
+    }
     return 0;
 }
