@@ -54,6 +54,7 @@ CASES = Path(__file__).resolve().parents[1] / "cases"
 DEFAULT_INPUT = CASES / "default-input"
 BIN_DIR = Path(sys.executable).parent
 BINARY = "prog"
+ARCHIVE = "libcase.a"
 RELEASE = "old"
 DIFF_STATUS = {"patch": 0, "no-change": 3, "refused": 2}
 BUILD_TIMEOUT = 120
@@ -97,9 +98,11 @@ class Case:
     ldflags: list[str] = field(default_factory=list)
     separate_dirs: bool = False
     warnings_fatal: bool = True
+    archive: list[str] = field(default_factory=list)  # sources whose objects go into libcase.a
     inputs: bytes = b""
     expect: Expectation | None = None
     inputs_distinguish: bool = True
+    apply_refused: str | None = None  # the applier is expected to refuse the patch, and why
     description: str = ""
 
     @classmethod
@@ -120,8 +123,10 @@ class Case:
             ldflags=build.get("ldflags", "").split(),
             separate_dirs=build.get("separate_dirs", False),
             warnings_fatal=build.get("warnings_fatal", True),
+            archive=list(build.get("archive", [])),
             inputs=(input_file if input_file.is_file() else DEFAULT_INPUT).read_bytes(),
             inputs_distinguish=oracle.get("inputs_distinguish", True),
+            apply_refused=oracle.get("apply_refused"),
             description=data.get("description", ""),
         )
         if "expect" in data:
@@ -193,12 +198,16 @@ def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str]) 
         stale.unlink()
     for source in sources.glob("*.c"):
         shutil.copy2(source, folder / source.name)
-    objects = []
+    objects, members = [], []
     for source in sorted(folder.glob("*.c")):
         obj = source.with_suffix(".o").name
         _check(run(["buildhook-cc", *case.cflags, "-Wall", "-c", source.name, "-o", obj], env, folder),
                quiet=case.warnings_fatal)
-        objects.append(obj)
+        (members if source.name in case.archive else objects).append(obj)
+    if members:
+        (folder / ARCHIVE).unlink(missing_ok=True)
+        _check(run(["ar", "rcs", ARCHIVE, *members], env, folder), quiet=True)
+        objects.append(ARCHIVE)
     _check(run(["buildhook-cc", *case.ldflags, *objects, "-o", BINARY, "-pthread"], env, folder),
            quiet=case.warnings_fatal)
     return folder / BINARY
@@ -644,6 +653,8 @@ def check_behaviour(built: BuiltCase) -> Verdict:
         result = _buildhook(["apply", str(built.patch), "--pid", str(patched.pid), "--json"], built.env)
         if result.returncode == 2:  # refused by the applier: the process must be exactly as it was
             verdict.notes.append(f"apply refused: {result.stderr.strip()}")
+            if built.case.apply_refused is None:  # diff must not write a patch the applier refuses
+                verdict.divergences.append(f"the applier refused the patch diff wrote: {result.stderr.strip()}")
             if _text_snapshot(patched.pid, built.old_binary) != before:
                 verdict.divergences.append(f"a refused apply changed the process: {result.stderr.strip()}")
             answers = [patched.feed(inputs)]
@@ -669,8 +680,10 @@ def check_behaviour(built: BuiltCase) -> Verdict:
                                 lambda process: _copy_program_data(built.old_binary, patched.pid, process))
         reverted = patched.feed(inputs)
         end = patched.finish()
-        _compare(verdict, "reverted process", _merge(reverted, end), reference[0],
-                 "the old program given the same data")
+        after = _merge(reverted, end)
+        _compare(verdict, "reverted process", after, reference[0], "the old program given the same data")
+        if after.status != 0:  # the same crash in the reference means the state itself is broken
+            verdict.divergences.append(f"the reverted process did not end well: {after.describe()}")
     return verdict
 
 

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 typedef int (*event_handler)(int event);
 
@@ -28,9 +29,11 @@ __attribute__((noinline)) int dispatch(int slot, int event)
 
 int main(void)
 {
-    int sum = 0;
-    for (int slot = 0; slot < 4; slot++)
-        sum += dispatch(slot, slot + 1);
-    printf("%d\n", sum);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        int n = atoi(line);
+        printf("%d\n", dispatch(n, n - 3));
+        fflush(stdout);
+    }
     return 0;
 }

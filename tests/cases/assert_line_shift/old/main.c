@@ -1,5 +1,6 @@
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 struct ring {
     int items[8];
@@ -22,14 +23,23 @@ __attribute__((noinline)) int ring_pop(struct ring *ring)
     return value;
 }
 
+static struct ring ring;
+
+/* A positive number is pushed (when there is room), anything else pops. */
 int main(void)
 {
-    struct ring ring = { .head = 0 };
-    for (int i = 1; i <= 5; i++)
-        ring_push(&ring, i * i);
-    int sum = 0;
-    while (ring.count > 0)
-        sum += ring_pop(&ring);
-    printf("%d\n", sum);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        int n = atoi(line);
+        if (n > 0 && ring.count < 8) {
+            ring_push(&ring, n);
+            printf("push %d (%d queued)\n", n, ring.count);
+        } else if (ring.count > 0) {
+            printf("pop %d\n", ring_pop(&ring));
+        } else {
+            printf("empty\n");
+        }
+        fflush(stdout);
+    }
     return 0;
 }

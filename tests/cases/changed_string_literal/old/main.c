@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <string.h>
 
 __attribute__((noinline)) void report(const char *name, int value)
 {
@@ -10,9 +11,17 @@ __attribute__((noinline)) void report_error(const char *name)
     printf("error: %s is not set\n", name);
 }
 
+/* A line "name" reports its length; an empty line is an error. */
 int main(void)
 {
-    report("workers", 4);
-    report_error("port");
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0])
+            report(line, (int)strlen(line));
+        else
+            report_error("name");
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Exponential back-off: base * 2^attempt, capped at 30 s. */
 __attribute__((noinline)) static int retry_delay(int attempt, int base_ms)
@@ -19,7 +20,10 @@ __attribute__((noinline)) int schedule_retry(int attempt, int base_ms)
 
 int main(void)
 {
-    for (int attempt = 0; attempt < 12; attempt += 3)
-        printf("%d\n", schedule_retry(attempt, 100));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        printf("%d\n", schedule_retry(atoi(line), 100));
+        fflush(stdout);
+    }
     return 0;
 }

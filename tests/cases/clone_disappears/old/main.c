@@ -1,4 +1,6 @@
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 struct request {
     const char *path;
@@ -24,13 +26,20 @@ __attribute__((noinline)) int queue_bytes(struct request *requests, int count)
     return total;
 }
 
+/* Each line is a request of its own (header: the line, body: its number)
+   between two fixed ones. */
 int main(void)
 {
-    struct request requests[] = {
-        { "/index.html", 120, 0, 0 },
-        { "/upload", 180, 4096, 0 },
-        { "/health", 90, 0, 0 },
-    };
-    printf("%d\n", queue_bytes(requests, 3));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        struct request requests[] = {
+            { "/index.html", 120, 0, 0 },
+            { line, (int)strlen(line), atoi(line), 0 },
+            { "/health", 90, 0, 0 },
+        };
+        int total = queue_bytes(requests, 3);
+        printf("%d (%d)\n", total, requests[1].wire_len);
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,13 +1,19 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 void stats_add(int value);
 int stats_mean(void);
 
+/* Each line is a latency sample in ms (negative ones are dropped). */
 int main(void)
 {
-    static const int latencies[] = { 12, 7, 31, 9, 18 };
-    for (unsigned i = 0; i < sizeof latencies / sizeof latencies[0]; i++)
-        stats_add(latencies[i]);
-    printf("mean latency %d ms (%s)\n", stats_mean(), __FILE__);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        int latency = atoi(line);
+        if (latency >= 0)
+            stats_add(latency);
+        printf("mean latency %d ms (%s)\n", stats_mean(), __FILE__);
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Celsius to Fahrenheit, now clamped to the sensor's range. */
 __attribute__((noinline)) double to_fahrenheit(double celsius)
@@ -14,8 +15,14 @@ __attribute__((noinline)) double dew_point(double celsius, double humidity)
     return celsius - (100.0 - humidity) * 0.2;
 }
 
+/* Each line is a temperature in Celsius, at 60 % relative humidity. */
 int main(void)
 {
-    printf("%.2f %.2f\n", to_fahrenheit(21.5), dew_point(21.5, 60.0));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        double celsius = atof(line);
+        printf("%.2f %.2f\n", to_fahrenheit(celsius), dew_point(celsius, 60.0));
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,5 +1,5 @@
 #include <stdio.h>
-#include <string.h>
+#include <stdlib.h>
 
 /* A trace helper in the style of haproxy's TRACE()/BUG_ON(): it records the
  * name of the function it is written in, so each such function gets its own
@@ -39,8 +39,22 @@ __attribute__((noinline)) int check_path(const char *path)
 	return path[0] == '/';
 }
 
+/* Answers one line: the stream with that id goes through process(), and
+ * the line is checked as a path. */
+__attribute__((noinline)) void handle(const char *line)
+{
+	int id = process(atoi(line));
+	printf("%d %s", id, last_point);
+	int ok = check_path(line);
+	printf(" / %d %s\n", ok, last_point);
+}
+
 int main(void)
 {
-	int ok = process(20) == 41 && strcmp(last_point, "close_stream: close") == 0;
-	return ok && check_path("/") ? 0 : 1;
+	char line[256];
+	while (fgets(line, sizeof line, stdin)) {
+		handle(line);
+		fflush(stdout);
+	}
+	return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Feature switch: compression is off in this release. */
 __attribute__((noinline)) int compression_enabled(void)
@@ -15,6 +16,10 @@ __attribute__((noinline)) int payload_size(int raw_size)
 
 int main(void)
 {
-    printf("%d %d\n", payload_size(1000), payload_size(64));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        printf("%d\n", payload_size(atoi(line)));
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Latency histogram: bucket i counts samples below 2^i ms. */
 unsigned histogram[8];
@@ -11,13 +12,21 @@ __attribute__((noinline)) void record_latency(unsigned ms)
     histogram[bucket]++;
 }
 
-int main(void)
+__attribute__((noinline)) void print_histogram(void)
 {
-    static const unsigned samples[] = { 1, 3, 12, 700, 40, 90000 };
-    for (unsigned i = 0; i < 6; i++)
-        record_latency(samples[i]);
     for (unsigned i = 0; i < 8; i++)
         printf("%u ", histogram[i]);
     printf("\n");
+}
+
+/* Each line is a latency sample in ms; the answer is the histogram so far. */
+int main(void)
+{
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        record_latency((unsigned)atoi(line));
+        print_histogram();
+        fflush(stdout);
+    }
     return 0;
 }

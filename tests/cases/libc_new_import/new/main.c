@@ -1,5 +1,6 @@
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Reads a size setting like "4096" or "0x1000"; -1 when it is not a number. */
 __attribute__((noinline)) long parse_size(const char *text)
@@ -13,8 +14,13 @@ __attribute__((noinline)) long parse_size(const char *text)
 
 int main(void)
 {
-    static const char *const settings[] = { "4096", "0x1000", "12k" };
-    for (int i = 0; i < 3; i++)
-        printf("%s -> %ld\n", settings[i], parse_size(settings[i]));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\n')
+            line[--len] = '\0';
+        printf("%s -> %ld\n", line, parse_size(line));
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <string.h>
 
 /* Reads a size setting like "4096"; -1 when it is not a number. */
 __attribute__((noinline)) long parse_size(const char *text)
@@ -16,8 +17,13 @@ __attribute__((noinline)) long parse_size(const char *text)
 
 int main(void)
 {
-    static const char *const settings[] = { "4096", "0x1000", "12k" };
-    for (int i = 0; i < 3; i++)
-        printf("%s -> %ld\n", settings[i], parse_size(settings[i]));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\n')
+            line[--len] = '\0';
+        printf("%s -> %ld\n", line, parse_size(line));
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Rate limiter: accepts a request unless the burst is exhausted. */
 __attribute__((noinline)) int accept_request(int burst_used)
@@ -6,11 +7,13 @@ __attribute__((noinline)) int accept_request(int burst_used)
     return burst_used < 4;
 }
 
+/* Each line is the burst used so far; answers whether the request is accepted. */
 int main(void)
 {
-    int accepted = 0;
-    for (int i = 0; i < 10; i++)
-        accepted += accept_request(i);
-    printf("%d\n", accepted);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        printf("%d\n", accept_request(atoi(line)));
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <string.h>
 
 /* Parses a port number; now counts the bad ones it has seen. */
 __attribute__((noinline)) int parse_port(const char *text)
@@ -16,8 +17,16 @@ __attribute__((noinline)) int parse_port(const char *text)
     return port;
 }
 
+/* Each line is a port number; answers it (-1 when it is not one). */
 int main(void)
 {
-    printf("%d %d %d\n", parse_port("8080"), parse_port("80a"), parse_port("99999"));
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\n')
+            line[--len] = '\0';
+        printf("%d\n", parse_port(line));
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,5 +1,6 @@
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Per-thread nesting depth of the parser. */
 __thread int parse_depth;
@@ -13,22 +14,29 @@ __attribute__((noinline)) int enter_block(void)
     return parse_depth;
 }
 
+/* Parses a document of nested blocks on the calling thread. */
 static void *worker(void *arg)
 {
     int blocks = *(const int *)arg, deepest = 0;
+    parse_depth = 0;
     for (int i = 0; i < blocks; i++)
         deepest = enter_block();
     printf("%d\n", deepest);
     return NULL;
 }
 
+/* Each line is a number of blocks: parsed on a new thread, then on the main one. */
 int main(void)
 {
-    pthread_t thread;
-    int blocks = 5;
-    if (pthread_create(&thread, NULL, worker, &blocks) != 0)
-        return 1;
-    pthread_join(thread, NULL);
-    worker(&blocks);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        pthread_t thread;
+        int blocks = atoi(line);
+        if (pthread_create(&thread, NULL, worker, &blocks) != 0)
+            return 1;
+        pthread_join(thread, NULL);
+        worker(&blocks);
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Each kind of object gets its own id sequence. */
 __attribute__((noinline)) int next_session_id(void)
@@ -20,9 +21,13 @@ __attribute__((noinline)) void serve(int requests)
         printf("session %d request %d\n", session, next_request_id());
 }
 
+/* Each line opens a session and serves (the line's number mod 4) requests in it. */
 int main(void)
 {
-    serve(2);
-    serve(1);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        serve(atoi(line) % 4);
+        fflush(stdout);
+    }
     return 0;
 }

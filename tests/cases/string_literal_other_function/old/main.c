@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <string.h>
 
 __attribute__((noinline)) void open_log(const char *path)
 {
@@ -11,9 +12,17 @@ __attribute__((noinline)) void close_log(const char *path, int lines)
     printf("%d lines written\n", lines);
 }
 
+/* Each line is a file name: opens it, then closes it with its length as the line count. */
 int main(void)
 {
-    open_log("server.log");
-    close_log("server.log", 12);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\n')
+            line[--len] = '\0';
+        open_log(line);
+        close_log(line, (int)len);
+        fflush(stdout);
+    }
     return 0;
 }

@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 
 enum op { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MOD, OP_SHL, OP_SHR, OP_AND, OP_OR, OP_XOR };
 
@@ -20,11 +21,18 @@ __attribute__((noinline)) long evaluate(enum op op, long a, long b)
     }
 }
 
+/* Each line is a start value: answers the accumulator after each of the ten operations. */
 int main(void)
 {
-    long acc = 1000;
-    for (int op = OP_ADD; op <= OP_XOR; op++)
-        acc = evaluate((enum op)op, acc, op + 3);
-    printf("%ld\n", acc);
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        long acc = atol(line);
+        for (int op = OP_ADD; op <= OP_XOR; op++) {
+            acc = evaluate((enum op)op, acc, op + 3);
+            printf(" %ld", acc);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
     return 0;
 }

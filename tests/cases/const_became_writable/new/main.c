@@ -1,0 +1,27 @@
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int max_connections;
+
+int current_limit(void);
+
+/* Admits a request for n connections; a negative n sets the limit to -n. */
+__attribute__((noinline)) int admit(int n)
+{
+    if (n < 0) {
+        max_connections = -n;
+        return 1;
+    }
+    return n <= max_connections;
+}
+
+int main(void)
+{
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) {
+        int n = atoi(line);
+        printf("%d %d\n", admit(n), current_limit());
+        fflush(stdout);
+    }
+    return 0;
+}

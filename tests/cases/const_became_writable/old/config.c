@@ -1,0 +1,2 @@
+/* The connection limit: a constant in this release. */
+const int max_connections = 100;

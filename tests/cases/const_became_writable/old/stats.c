@@ -1,0 +1,7 @@
+extern const int max_connections;
+
+/* What the status page shows as the limit. */
+__attribute__((noinline)) int current_limit(void)
+{
+    return max_connections;
+}

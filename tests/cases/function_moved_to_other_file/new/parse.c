@@ -1,0 +1,7 @@
+/* Request parsing. */
+int clamp_length(int length);
+
+__attribute__((noinline)) int parse_length(int raw)
+{
+    return clamp_length(raw < 0 ? -raw : raw);
+}
