@@ -4,10 +4,8 @@ A *function body* is everything that must travel together: the bytes at its
 entry symbol, its ``.cold`` part (gcc moves unlikely paths to
 ``.text.unlikely.<fn>`` as ``<fn>.cold``), and its jump tables (with
 ``-ffunction-sections``, ``.rodata.<fn>`` holding PC32 entries into the
-function).  A relocation's *target* is what it means, not how the assembler
-spelled it: gas turns references to local symbols into "section symbol +
-addend" (``.bss.counter.0 - 5``), so the variable is found by which symbol
-covers the referenced offset.
+function).  What each relocation of a body means is worked out in
+``targets.py``.
 """
 
 from __future__ import annotations
@@ -15,25 +13,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from buildhook.diff.targets import Target, resolve
 from buildhook.elf.objfile import ObjectFile, Relocation, Section, Symbol
 
 COLD_SUFFIX = re.compile(r"^(?P<parent>.+)\.cold(?:\.\d+)?$")
 STATIC_LOCAL = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*)\.(?P<number>\d+)$")
-
-# x86-64 relocation types (psABI), by what they mean for reading an addend.
-R_X86_64_64 = 1
-R_X86_64_PC32 = 2
-R_X86_64_PLT32 = 4
-R_X86_64_GOTPCREL = 9
-R_X86_64_32 = 10
-R_X86_64_32S = 11
-R_X86_64_TPOFF32 = 23
-R_X86_64_GOTTPOFF = 22
-R_X86_64_PC64 = 24
-R_X86_64_GOTPCRELX = 41
-R_X86_64_REX_GOTPCRELX = 42
-PC_RELATIVE = frozenset({R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_GOTPCREL, R_X86_64_PC64,
-                         R_X86_64_GOTPCRELX, R_X86_64_REX_GOTPCRELX, R_X86_64_GOTTPOFF})
 
 
 @dataclass
@@ -71,52 +55,6 @@ class FunctionBody:
 
     def owns(self, section_index: int) -> bool:
         return any(part.section.index == section_index for part in self.parts)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a relocation refers to."""
-
-    kind: str                    # "symbol", "string", "constant", "section", "external"
-    symbol: Symbol | None = None  # for "symbol"
-    section: Section | None = None
-    offset: int = 0              # addend, rebased to the symbol or string start
-    content: bytes = b""         # for "string" / "constant"
-    name: str = ""               # for "external"
-
-
-def resolve(obj: ObjectFile, rel: Relocation) -> Target:
-    """The meaning of a relocation in *obj*."""
-    symbol = obj.symbols[rel.symbol]
-    if symbol.section == "SHN_UNDEF":
-        return Target("external", name=symbol.name, offset=rel.addend)
-    if symbol.section == "SHN_COMMON":
-        return Target("symbol", symbol=symbol, offset=rel.addend)
-    if not isinstance(symbol.section, int):
-        return Target("external", name=symbol.name or f"<{symbol.section}>", offset=rel.addend)
-    section = obj.sections[symbol.section]
-    is_section_symbol = symbol.type == "STT_SECTION"
-    guess = rel.addend + (4 if rel.type in PC_RELATIVE else 0)
-    if section.is_strings:
-        start = guess if is_section_symbol else symbol.value
-        return Target("string", section=section, content=section.string_at(start),
-                      offset=symbol.value + rel.addend - start)
-    if section.is_merged_constants:
-        size = max(section.entsize, 1)
-        start = (guess // size) * size if is_section_symbol else symbol.value
-        return Target("constant", section=section, content=section.data[start:start + size],
-                      offset=symbol.value + rel.addend - start)
-    if not is_section_symbol and symbol.type != "STT_NOTYPE":
-        return Target("symbol", symbol=symbol, section=section, offset=rel.addend)
-    point = guess if is_section_symbol else symbol.value
-    covering = obj.symbol_covering(section.index, point)
-    if covering is None:
-        candidates = obj.section_symbols(section.index)
-        covering = candidates[0] if len(candidates) == 1 else None
-    if covering is not None:
-        return Target("symbol", symbol=covering, section=section,
-                      offset=(symbol.value if not is_section_symbol else 0) + rel.addend - covering.value)
-    return Target("section", section=section, offset=(symbol.value if not is_section_symbol else 0) + rel.addend)
 
 
 def function_bodies(obj: ObjectFile) -> dict[str, FunctionBody]:

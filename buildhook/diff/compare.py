@@ -13,7 +13,7 @@ content, and one without a match is simply new data, never a refusal.
 each reduced to what it means (correlated symbol, string content, constant
 bytes) with the addend rebased, so renumbering and string-pool offsets are
 not changes while a different string or a different callee is.  A change
-that only moves ``__LINE__`` immediates fed to an assertion-failure call is
+that only moves the ``__LINE__`` argument of an assertion-failure call is
 recognised (kpatch does the same) and is not a change.
 """
 
@@ -21,23 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from buildhook.diff.bodies import (
-    STATIC_LOCAL,
-    FunctionBody,
-    Target,
-    data_symbols,
-    function_bodies,
-    referenced_targets,
-    resolve,
-)
+from buildhook.diff.bodies import STATIC_LOCAL, FunctionBody, data_symbols, function_bodies, referenced_targets
+from buildhook.diff.instructions import line_argument_only
+from buildhook.diff.targets import Target, read_only, resolve
 from buildhook.elf.objfile import ObjectFile, Symbol
 
-# Calls whose argument registers may carry __LINE__: a difference only in
-# those immediates is a line shift, not a change of behaviour.
+# Calls whose third argument is __LINE__: a difference only in that
+# argument is a line shift, not a change of behaviour.
 LINE_REPORTING_CALLS = frozenset({"__assert_fail", "__assert_perror_fail", "__assert", "__assert_rtn"})
-# mov $imm32, %r32: opcode b8+r, optionally after REX.B (41).
-MOV_IMM32_OPCODES = frozenset(range(0xB8, 0xC0))
-LINE_CALL_WINDOW = 48
 
 
 @dataclass
@@ -166,11 +157,8 @@ class ObjectComparison:
 
     @staticmethod
     def _is_constant(obj: ObjectFile, symbol: Symbol) -> bool:
-        """A static local in read-only, non-TLS storage: its bytes are its whole meaning."""
-        if not isinstance(symbol.section, int):
-            return False
-        section = obj.sections[symbol.section]
-        return not (section.is_writable or section.is_tls or section.type == "SHT_NOBITS")
+        """A static local in storage that is read-only at run time: its bytes are its whole meaning."""
+        return isinstance(symbol.section, int) and read_only(obj.sections[symbol.section])
 
     def _constant_key(self, obj: ObjectFile, symbol: Symbol) -> tuple[object, ...]:
         """Base name, bytes and relocation targets (by raw name) of a read-only static local."""
@@ -204,15 +192,21 @@ class ObjectComparison:
         """A target reduced to what it means, in the new object's names."""
         if target.kind == "symbol" and target.symbol is not None:
             name = target.symbol.name
+            if not target.symbol.is_local:  # one name in the whole link, defined here or not
+                return ("global", name, target.offset)
             if old_side:
                 mapped = self.correlation.new_name(name)
                 name = mapped if mapped is not None else f"<old-only {name}>"
             return ("symbol", name, target.offset)
         if target.kind in ("string", "constant"):
             return (target.kind, target.content, target.offset)
+        if target.kind == "piece":
+            return ("piece", target.content, target.pointers, target.offset)
+        if target.kind == "undecodable":
+            return ("undecodable", old_side)  # never equal: what it refers to is unknown
         if target.kind == "section" and target.section is not None:
             return ("section", target.section.name, target.offset)
-        return ("external", target.name, target.offset)
+        return ("global", target.name, target.offset)
 
     def signature(self, body: FunctionBody, old_side: bool) -> list[tuple[object, ...]]:
         obj = self.old if old_side else self.new
@@ -241,7 +235,13 @@ class ObjectComparison:
 
     def _line_numbers_only(self, old_sig: list[tuple[object, ...]], new_sig: list[tuple[object, ...]],
                            body: FunctionBody) -> bool:
-        """Whether two signatures differ only in __LINE__ immediates passed to an assertion."""
+        """Whether two signatures differ only in __LINE__ arguments of assertion calls.
+
+        Only the line-number argument of a reporting call may differ: the
+        immediate of a ``mov $imm32, %edx`` whose value reaches the call
+        unchanged (instructions.line_argument_only).  Everything else,
+        relocations included, must be identical.
+        """
         if len(old_sig) != len(new_sig):
             return False
         for (old_role, old_data, old_rels), (new_role, new_data, new_rels) in zip(old_sig, new_sig):
@@ -250,23 +250,12 @@ class ObjectComparison:
             if old_data == new_data:
                 continue
             report_calls = [offset for offset, rel_type, key in new_rels  # type: ignore[misc]
-                            if key[0] == "external" and key[1] in LINE_REPORTING_CALLS]
-            if not report_calls:
-                return False
+                            if key[0] == "global" and key[1] in LINE_REPORTING_CALLS]
             differing = [i for i, (a, b) in enumerate(zip(old_data, new_data)) if a != b]  # type: ignore[arg-type]
-            if not all(self._inside_line_immediate(new_data, index, report_calls) for index in differing):  # type: ignore[arg-type]
+            if not report_calls or not line_argument_only(new_data, differing, report_calls) \
+                    or not line_argument_only(old_data, differing, report_calls):  # type: ignore[arg-type]
                 return False
         return True
-
-    @staticmethod
-    def _inside_line_immediate(data: bytes, index: int, report_calls: list[int]) -> bool:
-        for start in range(index - 3, index + 1):
-            opcode_at = start - 1
-            if opcode_at < 0 or data[opcode_at] not in MOV_IMM32_OPCODES:
-                continue
-            if any(start + 4 <= call <= start + 4 + LINE_CALL_WINDOW for call in report_calls):
-                return True
-        return False
 
     # -- data --------------------------------------------------------------
 

@@ -100,6 +100,7 @@ class Relocation:
     type: int
     symbol: int
     addend: int
+    section: int | None = None  # index of the section the relocation patches
 
 
 class ObjectFile:
@@ -136,7 +137,7 @@ class ObjectFile:
                 # loading an object with debug info (.rela.debug_info is the big one).
                 target = self.sections[section.header.sh_info]
                 target.relocations = sorted(
-                    (Relocation(offset, info & 0xFFFFFFFF, info >> 32, addend)
+                    (Relocation(offset, info & 0xFFFFFFFF, info >> 32, addend, target.index)
                      for offset, info, addend in RELA_ENTRY.iter_unpack(self.sections[index].data)),
                     key=lambda rel: rel.offset)
         self._symbols_by_section: dict[int, list[Symbol]] = {}

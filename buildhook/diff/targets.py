@@ -1,0 +1,170 @@
+"""What a relocation refers to: a variable, a function, a string, a constant, a piece of data.
+
+gas turns references to local symbols into "section symbol + addend"
+(``.bss.counter.0 - 5``, ``.rodata + 0x13``), so the thing referenced is
+found from the *offset* the reference points at:
+
+* that offset is exact: for a PC-relative field in code it is
+  ``S + A + (end of instruction - field)``, from the decoded instruction
+  (``addl $1, x(%rip)`` ends 5 bytes after its displacement, not 4);
+* a named symbol covering the offset is the target (or the one the offset
+  ends, for a one-past-the-end pointer);
+* in a string section, the string at the offset; in a constant pool, the
+  constant;
+* in a read-only section without symbols there (gcc at ``-O0`` puts string
+  literals in plain ``.rodata``), the *piece* from the offset to the next
+  offset anything refers to, compared by its bytes: a changed string is a
+  change, a moved one is not.
+
+Read-only means read-only at run time: ``.data.rel.ro*`` sections are
+writable in the object (the dynamic linker fills in their pointers) and
+read-only once the program runs (RELRO), so a ``const`` table of pointers
+is constant data like ``.rodata``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from buildhook.diff.instructions import code_index
+from buildhook.elf.objfile import ObjectFile, Relocation, Section, Symbol
+
+# x86-64 relocation types (psABI) the diff reasons about.
+R_X86_64_64 = 1
+R_X86_64_PC32 = 2
+R_X86_64_PLT32 = 4
+R_X86_64_GOTPCREL = 9
+R_X86_64_32 = 10
+R_X86_64_32S = 11
+R_X86_64_TPOFF32 = 23
+R_X86_64_GOTTPOFF = 22
+R_X86_64_PC64 = 24
+R_X86_64_GOTPCRELX = 41
+R_X86_64_REX_GOTPCRELX = 42
+PC_RELATIVE = frozenset({R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_GOTPCREL, R_X86_64_PC64,
+                         R_X86_64_GOTPCRELX, R_X86_64_REX_GOTPCRELX, R_X86_64_GOTTPOFF})
+GOT_LOADS = frozenset({R_X86_64_GOTPCREL, R_X86_64_GOTPCRELX, R_X86_64_REX_GOTPCRELX})
+
+
+def read_only(section: Section) -> bool:
+    """Whether a section is constant while the program runs (``.rodata``, ``.data.rel.ro``)."""
+    if section.is_tls or section.type == "SHT_NOBITS":
+        return False
+    return not section.is_writable or section.name.startswith(".data.rel.ro")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a relocation refers to."""
+
+    kind: str                    # "symbol", "string", "constant", "piece", "section", "external", "undecodable"
+    symbol: Symbol | None = None  # for "symbol"
+    section: Section | None = None
+    offset: int = 0              # S + A, relative to the symbol, string, constant or piece start
+    content: bytes = b""         # for "string" / "constant" / "piece"
+    name: str = ""               # for "external"
+    pointers: tuple[tuple[int, int, str, int], ...] = ()  # for "piece": relocations inside it
+
+
+def reference_point(obj: ObjectFile, rel: Relocation) -> int | None:
+    """The offset, in the target symbol's section, that *rel* refers to (None: undecodable).
+
+    A PC-relative field in code is relative to the end of its instruction;
+    anywhere else (a 64-bit pointer, a jump-table entry) S + A is the point.
+    """
+    symbol = obj.symbols[rel.symbol]
+    point = symbol.value + rel.addend
+    if rel.type not in PC_RELATIVE or rel.type in GOT_LOADS or rel.section is None:
+        return point
+    if not obj.sections[rel.section].is_code:
+        return point
+    instruction = code_index(obj).instruction_at(rel.section, rel.offset)
+    if instruction is None:
+        return None
+    return point + (instruction.end - rel.offset)
+
+
+def resolve(obj: ObjectFile, rel: Relocation) -> Target:
+    """The meaning of a relocation in *obj*."""
+    symbol = obj.symbols[rel.symbol]
+    if symbol.section == "SHN_UNDEF":
+        return Target("external", name=symbol.name, offset=rel.addend)
+    if symbol.section == "SHN_COMMON":
+        return Target("symbol", symbol=symbol, offset=rel.addend)
+    if not isinstance(symbol.section, int):
+        return Target("external", name=symbol.name or f"<{symbol.section}>", offset=rel.addend)
+    section = obj.sections[symbol.section]
+    if symbol.type not in ("STT_SECTION", "STT_NOTYPE") and not section.is_strings and not section.is_merged_constants:
+        return Target("symbol", symbol=symbol, section=section, offset=rel.addend)
+    point = reference_point(obj, rel)
+    if point is None:
+        return Target("undecodable", section=section, offset=rel.offset)
+    address = symbol.value + rel.addend  # S + A, section-relative
+    if section.is_strings:
+        return Target("string", section=section, content=section.string_at(point), offset=address - point)
+    if section.is_merged_constants:
+        size = max(section.entsize, 1)
+        start = point // size * size
+        return Target("constant", section=section, content=section.data[start:start + size], offset=address - start)
+    covering = _covering_symbol(obj, section, point)
+    if covering is not None:
+        return Target("symbol", symbol=covering, section=section, offset=address - covering.value)
+    if read_only(section) and section.type != "SHT_NOBITS":
+        end = _next_point(obj, section, point)
+        return Target("piece", section=section, content=section.data[point:end], offset=address - point,
+                      pointers=_pointers_in(obj, section, point, end))
+    return Target("section", section=section, offset=address)
+
+
+def _covering_symbol(obj: ObjectFile, section: Section, point: int) -> Symbol | None:
+    """The named symbol holding *point*; else the one *point* is one past the end of; else the only one."""
+    covering = obj.symbol_covering(section.index, point)
+    if covering is not None:
+        return covering
+    candidates = [symbol for symbol in obj.section_symbols(section.index) if symbol.type != "STT_NOTYPE"]
+    ending = [symbol for symbol in candidates if symbol.size and symbol.value + symbol.size == point]
+    if len(ending) == 1:
+        return ending[0]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+_POINTS: dict[int, tuple[ObjectFile, dict[int, list[int]]]] = {}
+
+
+def _reference_points(obj: ObjectFile) -> dict[int, list[int]]:
+    """Section index → sorted offsets that symbols or relocations of *obj* point at (cached)."""
+    cached = _POINTS.get(id(obj))
+    if cached is not None and cached[0] is obj:
+        return cached[1]
+    points: dict[int, set[int]] = {}
+    for symbol in obj.symbols:
+        if isinstance(symbol.section, int) and symbol.type not in ("STT_SECTION", "STT_FILE"):
+            points.setdefault(symbol.section, set()).update((symbol.value, symbol.value + symbol.size))
+    for section in obj.sections:
+        for rel in section.relocations:
+            target = obj.symbols[rel.symbol]
+            if isinstance(target.section, int):
+                point = reference_point(obj, rel)
+                if point is not None:
+                    points.setdefault(target.section, set()).add(point)
+    result = {index: sorted(values) for index, values in points.items()}
+    _POINTS[id(obj)] = (obj, result)
+    return result
+
+
+def _next_point(obj: ObjectFile, section: Section, point: int) -> int:
+    points = _reference_points(obj).get(section.index, [])
+    position = bisect.bisect_right(points, point)
+    return points[position] if position < len(points) else section.size
+
+
+def _pointers_in(obj: ObjectFile, section: Section, start: int, end: int) -> tuple[tuple[int, int, str, int], ...]:
+    """Relocations inside a piece, by the raw name of what they point at (a piece's own meaning)."""
+    result = []
+    for rel in section.relocations:
+        if start <= rel.offset < end:
+            target = obj.symbols[rel.symbol]
+            name = target.name or (obj.sections[target.section].name if isinstance(target.section, int) else "")
+            result.append((rel.offset - start, rel.type, name, rel.addend))
+    return tuple(result)
