@@ -1,26 +1,38 @@
-"""Struct layouts from DWARF: a changed layout makes a patch unsafe.
+"""Type layouts from DWARF: a changed layout or enum makes a patch unsafe.
 
 Old code keeps running next to patched code and both touch the same
 objects in memory; if a struct gained a field in the middle, the two
-disagree about every offset after it.  Every named struct and union
-defined in a changed translation unit is compared by size and by member
-(name, offset); any difference is reported with what moved.  This is
-conservative: a struct only new code uses is refused too (a transformer
-hook may lift that later).
+disagree about every offset after it; if a member changed type at the same
+offset (``int`` → ``float``), they disagree about its bits; if an enum's
+constants were renumbered, a value stored by the old code means another
+constant to the new.  Every struct and union defined in a changed
+translation unit, named by its tag or, when it has none, by the typedef
+that names it, is compared by size and by member (name, offset, type,
+bit-field position); every enum by its constants' values (constants added
+after the old ones are fine).  This is conservative: a type only new code
+uses is refused too (a transformer hook may lift that later).
 """
 
 from __future__ import annotations
 
 import io
 
+from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
+from buildhook.diff import model
 from buildhook.elf.objfile import ObjectFile
 
-Layout = tuple[int, tuple[tuple[str, int], ...]]
+Member = tuple[str, int, str]                   # name, offset (bits when a bit-field), type signature
+Layout = tuple[int, tuple[Member, ...]]          # byte size, members
+Enumerators = tuple[int, tuple[tuple[str, int], ...]]  # byte size, (constant, value)
 
 # x86-64 relocation types found in .rela.debug_*: width of the field each writes (S + A).
 DEBUG_RELOCATION_WIDTH = {1: 8, 10: 4, 11: 4, 17: 8, 21: 4}  # 64, 32, 32S, DTPOFF64, DTPOFF32
+RECORD_TAGS = {"DW_TAG_structure_type": "struct", "DW_TAG_union_type": "union", "DW_TAG_class_type": "class"}
+QUALIFIERS = {"DW_TAG_const_type": "const", "DW_TAG_volatile_type": "volatile", "DW_TAG_restrict_type": "restrict",
+              "DW_TAG_atomic_type": "_Atomic"}
+MAX_DEPTH = 6
 
 
 def _debug_relocations_applied(obj: ObjectFile) -> bytes:
@@ -46,50 +58,143 @@ def _debug_relocations_applied(obj: ObjectFile) -> bytes:
     return bytes(copy)
 
 
-def struct_layouts(obj: ObjectFile) -> dict[str, Layout]:
-    """``"struct name" → (byte size, ((member, offset), …))`` for complete named structs and unions."""
+def _name(die: DIE) -> str | None:
+    attribute = die.attributes.get("DW_AT_name")
+    return attribute.value.decode("utf-8", "replace") if attribute is not None else None
+
+
+def _int(die: DIE, attribute: str, default: int = 0) -> int:
+    value = die.attributes.get(attribute)
+    return value.value if value is not None and isinstance(value.value, int) else default
+
+
+def _type_of(die: DIE) -> DIE | None:
+    return die.get_DIE_from_attribute("DW_AT_type") if "DW_AT_type" in die.attributes else None
+
+
+def type_signature(die: DIE | None, depth: int = 0) -> str:
+    """A type in a few characters, as far as its layout goes: what a member's bits mean.
+
+    Named records are named (their own layout is compared on its own);
+    typedefs are looked through; anonymous records and enums are spelled out.
+    """
+    if die is None:
+        return "void"
+    if depth > MAX_DEPTH:
+        return "…"
+    tag = die.tag
+    if tag == "DW_TAG_base_type":
+        return f"{_name(die)}:{_int(die, 'DW_AT_byte_size')}:{_int(die, 'DW_AT_encoding')}"
+    if tag == "DW_TAG_pointer_type" or tag == "DW_TAG_reference_type":
+        return "*" + type_signature(_type_of(die), depth + 1)
+    if tag in QUALIFIERS:
+        return QUALIFIERS[tag] + " " + type_signature(_type_of(die), depth + 1)
+    if tag == "DW_TAG_typedef":
+        return type_signature(_type_of(die), depth + 1)
+    if tag in RECORD_TAGS:
+        name = _name(die)
+        if name is not None:
+            return f"{RECORD_TAGS[tag]} {name}"
+        size, members = record_layout(die, depth + 1)
+        return f"{RECORD_TAGS[tag]} {{{size}: " + "; ".join(f"{m} {o} {t}" for m, o, t in members) + "}"
+    if tag == "DW_TAG_enumeration_type":
+        name = _name(die)
+        if name is not None:
+            return f"enum {name}"
+        size, values = enum_values(die)
+        return f"enum {{{size}: " + ", ".join(f"{n}={v}" for n, v in values) + "}"
+    if tag == "DW_TAG_array_type":
+        bounds = [str(_int(child, "DW_AT_upper_bound", -1) + 1 if "DW_AT_upper_bound" in child.attributes
+                      else _int(child, "DW_AT_count", 0))
+                  for child in die.iter_children() if child.tag == "DW_TAG_subrange_type"]
+        return type_signature(_type_of(die), depth + 1) + "".join(f"[{bound}]" for bound in bounds)
+    if tag == "DW_TAG_subroutine_type":
+        parameters = [type_signature(_type_of(child), depth + 1) for child in die.iter_children()
+                      if child.tag == "DW_TAG_formal_parameter"]
+        return f"fn({', '.join(parameters)}) -> {type_signature(_type_of(die), depth + 1)}"
+    return tag.removeprefix("DW_TAG_")
+
+
+def record_layout(die: DIE, depth: int = 0) -> Layout:
+    """Byte size and members (name, offset or bit position, type) of a struct or union."""
+    members: list[Member] = []
+    for child in die.iter_children():
+        if child.tag != "DW_TAG_member":
+            continue
+        offset = _int(child, "DW_AT_data_member_location")
+        if "DW_AT_bit_size" in child.attributes:
+            bit = _int(child, "DW_AT_data_bit_offset", offset * 8)
+            offset = bit * 1000 + _int(child, "DW_AT_bit_size")  # a bit-field: position and width
+        members.append((_name(child) or "<anonymous>", offset, type_signature(_type_of(child), depth)))
+    return _int(die, "DW_AT_byte_size"), tuple(members)
+
+
+def enum_values(die: DIE) -> Enumerators:
+    values = tuple((_name(child) or "?", _int(child, "DW_AT_const_value"))
+                   for child in die.iter_children() if child.tag == "DW_TAG_enumerator")
+    return _int(die, "DW_AT_byte_size"), values
+
+
+def type_layouts(obj: ObjectFile) -> tuple[dict[str, Layout], dict[str, Enumerators]]:
+    """Records and enums defined in an object: ``"struct tag"``/``"typedef name"`` → layout, ``"enum tag"`` → values."""
     elf = ELFFile(io.BytesIO(_debug_relocations_applied(obj)))
+    records: dict[str, Layout] = {}
+    enums: dict[str, Enumerators] = {}
     if not elf.has_dwarf_info():
-        return {}
-    layouts: dict[str, Layout] = {}
+        return records, enums
     for unit in elf.get_dwarf_info(relocate_dwarf_sections=False).iter_CUs():
         for die in unit.iter_DIEs():
-            if die.tag not in ("DW_TAG_structure_type", "DW_TAG_union_type"):
+            if "DW_AT_declaration" in die.attributes:
                 continue
-            if "DW_AT_name" not in die.attributes or "DW_AT_declaration" in die.attributes:
-                continue
-            size = die.attributes.get("DW_AT_byte_size")
-            members = []
-            for child in die.iter_children():
-                if child.tag != "DW_TAG_member":
+            if die.tag in RECORD_TAGS and _name(die) is not None:
+                records[f"{RECORD_TAGS[die.tag]} {_name(die)}"] = record_layout(die)
+            elif die.tag == "DW_TAG_enumeration_type" and _name(die) is not None:
+                enums[f"enum {_name(die)}"] = enum_values(die)
+            elif die.tag == "DW_TAG_typedef" and _name(die) is not None:
+                target = _type_of(die)
+                if target is None or _name(target) is not None or "DW_AT_declaration" in target.attributes:
                     continue
-                name = child.attributes.get("DW_AT_name")
-                location = child.attributes.get("DW_AT_data_member_location")
-                offset = location.value if location is not None and isinstance(location.value, int) else 0
-                members.append((name.value.decode("utf-8", "replace") if name else "<anonymous>", offset))
-            kind = "union " if die.tag == "DW_TAG_union_type" else "struct "
-            name = kind + die.attributes["DW_AT_name"].value.decode("utf-8", "replace")
-            layouts[name] = (size.value if size is not None else 0, tuple(members))
-    return layouts
+                if target.tag in RECORD_TAGS:
+                    records[f"typedef {_name(die)}"] = record_layout(target)
+                elif target.tag == "DW_TAG_enumeration_type":
+                    enums[f"typedef {_name(die)}"] = enum_values(target)
+    return records, enums
 
 
 def describe_change(old: Layout, new: Layout) -> str:
-    """What moved, in a few words: added, removed and shifted members, size."""
-    old_members = dict(old[1])
-    new_members = dict(new[1])
-    notes = [f"{name} added at offset {offset}" for name, offset in new[1] if name not in old_members]
-    notes += [f"{name} removed" for name, _ in old[1] if name not in new_members]
-    notes += [f"{name} moved {old_members[name]}→{offset}" for name, offset in new[1]
-              if name in old_members and old_members[name] != offset]
+    """What moved, in a few words: added, removed, shifted and retyped members, size."""
+    old_members = {name: (offset, kind) for name, offset, kind in old[1]}
+    new_members = {name: (offset, kind) for name, offset, kind in new[1]}
+    notes = [f"{name} added at offset {offset}" for name, offset, _ in new[1] if name not in old_members]
+    notes += [f"{name} removed" for name, _, _ in old[1] if name not in new_members]
+    notes += [f"{name} moved {old_members[name][0]}→{offset}" for name, offset, _ in new[1]
+              if name in old_members and old_members[name][0] != offset]
+    notes += [f"{name} changed type {old_members[name][1]} → {kind}" for name, offset, kind in new[1]
+              if name in old_members and old_members[name][0] == offset and old_members[name][1] != kind]
     if old[0] != new[0]:
         notes.append(f"size {old[0]}→{new[0]}")
     return "; ".join(notes) or "member order changed"
 
 
-def struct_layout_changes(old: ObjectFile, new: ObjectFile) -> list[tuple[str, str]]:
-    """(struct name, description) for every struct defined in both with a different layout."""
-    old_layouts = struct_layouts(old)
-    new_layouts = struct_layouts(new)
-    return [(name, describe_change(old_layouts[name], new_layouts[name]))
-            for name in sorted(old_layouts.keys() & new_layouts.keys())
-            if old_layouts[name] != new_layouts[name]]
+def describe_enum_change(old: Enumerators, new: Enumerators) -> str | None:
+    """How an enum's existing constants changed (None: they did not; new ones after them are fine)."""
+    new_values = dict(new[1])
+    notes = [f"{name} {value}→{new_values[name]}" for name, value in old[1]
+             if name in new_values and new_values[name] != value]
+    notes += [f"{name} removed" for name, _ in old[1] if name not in new_values]
+    if old[0] != new[0]:
+        notes.append(f"size {old[0]}→{new[0]}")
+    return "; ".join(notes) or None
+
+
+def type_changes(old: ObjectFile, new: ObjectFile) -> list[tuple[str, str, str]]:
+    """(type name, rule, description) for every type defined in both objects whose layout or values changed."""
+    old_records, old_enums = type_layouts(old)
+    new_records, new_enums = type_layouts(new)
+    changes = [(name, model.STRUCT_LAYOUT_CHANGED, describe_change(old_records[name], new_records[name]))
+               for name in sorted(old_records.keys() & new_records.keys()) if old_records[name] != new_records[name]]
+    for name in sorted(old_enums.keys() & new_enums.keys()):
+        description = describe_enum_change(old_enums[name], new_enums[name])
+        if description is not None:
+            changes.append((name, model.ENUM_VALUES_CHANGED, description))
+    return changes

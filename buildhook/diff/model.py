@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 STATIC_LOCAL_REMOVED = "static-local-removed"
 GLOBAL_SIZE_CHANGED = "global-size-changed"
 STRUCT_LAYOUT_CHANGED = "struct-layout-changed"
+ENUM_VALUES_CHANGED = "enum-values-changed"
 NEW_TLS_VARIABLE = "new-tls-variable"
 NEW_CONSTRUCTOR = "new-constructor"
 FUNCTION_TOO_SHORT = "function-too-short"
 UNREACHABLE_CHANGE = "unreachable-change"
 UNSUPPORTED_RELOCATION = "unsupported-relocation"
+UNRESOLVED_DATA_REFERENCE = "unresolved-data-reference"
+UNDEFINED_SYMBOL = "undefined-symbol"
+LIBRARY_DATA_REFERENCE = "library-data-reference"
 # Warnings: the patch is written, and says this.
 INITIAL_VALUE_CHANGED = "initial-value-changed"
 
@@ -52,6 +56,7 @@ class FunctionEntry:
     room: int | None = None
     reached: str = "jump at old entry"
     old_parts: list[tuple[int, int]] = field(default_factory=list)  # (address, size) of old .cold parts
+    symbol: int = -1  # the patch symbol of its new code (metadata only)
 
 
 @dataclass
