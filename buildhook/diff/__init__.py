@@ -81,12 +81,12 @@ def make_patch(store: Store, base: LinkRecord, new: LinkRecord, from_tag: str, t
             {"name": f.name, "file": f.file, "old_address": f.old_address, "old_size": f.old_size,
              "old_sha256": f.old_sha256, "room": f.room, "new_size": f.new_size, "reached": f.reached,
              "old_parts": [list(part) for part in f.old_parts],
-             "symbol": plan.entry_symbols[(f.file, f.name)]}
+             "symbol": f.symbol}
             for f in result.replaced
         ],
         "new_functions": [
             {"name": f.name, "file": f.file, "new_size": f.new_size, "reached": f.reached,
-             "symbol": plan.entry_symbols[(f.file, f.name)]}
+             "symbol": f.symbol}
             for f in result.new_functions
         ],
         "new_data": [{"name": d.name, "file": d.file, "size": d.size, "section": d.section} for d in result.new_data],

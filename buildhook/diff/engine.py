@@ -1,16 +1,24 @@
-"""From two links to a patch: pair → compare → include → check → lay out.
+"""From two links to a patch: pair → compare → changed data → include → check → lay out.
 
 ``PatchPlanner.plan()`` reads as the algorithm.  What goes into a patch:
 
 * every function whose body changed (bytes or what its relocations mean)
-  gets a jump at its old entry ("replaced"); so does every function that
-  reads a read-only variable whose content changed;
+  gets a jump at its old entry ("replaced"), and so does a global function
+  that moved to another file (a global name is one function in the whole
+  link, wherever it is defined);
+* constant data whose meaning changed (a read-only variable's content, a
+  ``const`` table of pointers in ``.data.rel.ro``, a variable that became
+  writable or read-only) travels in the patch, and *every* function of the
+  program that uses it is replaced, in whatever object it lives, so that
+  no code keeps reading the old copy;
 * everything included code references that the base does not have: new
   functions, new variables, string and constant pools, jump tables;
 * everything else it references is *bound* to the base binary: existing
-  functions (a replaced one is reached through its jump, so address
-  comparisons keep working), existing variables (their running values are
-  kept), library functions by name, the executable's TLS by offset.
+  functions at their old entry (a replaced one is reached through its
+  jump, so ``cb == handler`` keeps holding, even for a function that takes
+  its own address), existing variables (their running values are kept),
+  hidden-visibility definitions of other objects through the link map,
+  library functions by name, the executable's TLS by offset.
 
 Refusals are collected, not raised: a patch author wants every reason at once.
 """
@@ -21,24 +29,34 @@ from dataclasses import dataclass, field
 
 from buildhook.diff import model
 from buildhook.diff.base import BaseProgram
-from buildhook.diff.bodies import (
+from buildhook.diff.bodies import BodyPart, FunctionBody, function_bodies
+from buildhook.diff.compare import ObjectComparison
+from buildhook.diff.instructions import code_index
+from buildhook.diff.layout import type_changes
+from buildhook.diff.pairing import ObjectPair, pair_objects
+from buildhook.diff.targets import (
+    GOT_LOADS,
+    R_X86_64_32,
+    R_X86_64_32S,
+    R_X86_64_64,
     R_X86_64_GOTTPOFF,
+    R_X86_64_PC32,
+    R_X86_64_PLT32,
     R_X86_64_TPOFF32,
-    BodyPart,
-    FunctionBody,
-    function_bodies,
+    read_only,
+    reference_point,
     resolve,
 )
-from buildhook.diff.compare import ObjectComparison
-from buildhook.diff.layout import struct_layout_changes
-from buildhook.diff.pairing import ObjectPair, pair_objects
 from buildhook.elf.objfile import ObjectFile, Relocation, Section, Symbol
 from buildhook.po import format as fmt
 from buildhook.po.writer import PatchContent, PatchRelocation, PatchSection, PatchSymbol
 from buildhook.store import Store
-from buildhook.store.records import LinkRecord
+from buildhook.store.records import LinkInput, LinkRecord
 
 JUMP_SIZE = 5
+# How new code may refer to a library variable: through a pointer it holds or a GOT slot.
+LIBRARY_DATA_RELOCATIONS = frozenset({R_X86_64_64, *GOT_LOADS})
+CALL_MNEMONICS = ("call", "jmp")
 
 
 @dataclass
@@ -57,12 +75,33 @@ class Unit:
 
 
 @dataclass
+class OldDefinition:
+    """Where a function or variable of the new build was defined in the base release."""
+
+    item: LinkInput
+    obj: ObjectFile
+    symbol: Symbol
+    _bodies: dict[str, FunctionBody] | None = None
+
+    @property
+    def file(self) -> str:
+        import os
+
+        return os.path.basename(self.item.source or self.item.display_path)
+
+    @property
+    def bodies(self) -> dict[str, FunctionBody]:
+        if self._bodies is None:
+            self._bodies = function_bodies(self.obj)
+        return self._bodies
+
+
+@dataclass
 class Plan:
     """A diff's result and, when it is a patch, the content of the .po."""
 
     result: model.DiffResult
     content: PatchContent | None
-    entry_symbols: dict[tuple[str, str], int] = field(default_factory=dict)  # (file, function) → symbol
     tls: dict[str, int] | None = None  # the base executable's TLS block, for TPOFF relocations
 
 
@@ -79,7 +118,10 @@ class PatchPlanner:
         # Included things, keyed by (unit index, symbol name) / (unit index, section index).
         self.included_functions: dict[tuple[int, str], str] = {}  # -> "replaced" | "new"
         self.included_data: dict[tuple[int, str], Symbol] = {}
+        self.changed_data: set[tuple[int, str]] = set()  # constant data whose meaning changed
         self.content = PatchContent()
+        self._unchanged_pairs: list[ObjectPair] = []
+        self._old_globals: dict[str, OldDefinition] = {}
         self._section_copies: dict[tuple[int, int, int], int] = {}
         self._defined_symbols: dict[tuple[int, str], int] = {}
         self._bound_symbols: dict[tuple[object, ...], int] = {}
@@ -92,8 +134,9 @@ class PatchPlanner:
         self.load_changed_objects()
         if not self.units:
             return Plan(self.result, None)
-        self.check_layouts()
+        self.check_types()
         self.base = BaseProgram(self.store, self.base_link)
+        self.find_changed_data()
         self.seed_changed_functions()
         self.include_references()
         self.check_constructors()
@@ -101,85 +144,215 @@ class PatchPlanner:
         self.describe()
         if self.result.outcome != model.PATCH:
             return Plan(self.result, None)
-        entries = {(self.units[unit_index].file, name): self._defined_symbols[(unit_index, name)]
-                   for unit_index, name in self.included_functions}
         tls = self.base.binary.tls_segment
-        return Plan(self.result, self.content, entries,
-                    {"size": tls[1], "align": tls[2]} if tls else None)
+        return Plan(self.result, self.content, {"size": tls[1], "align": tls[2]} if tls else None)
 
     # -- pair and compare -----------------------------------------------------
 
     def load_changed_objects(self) -> None:
         """Parse only the objects whose content changed, and compare each pair."""
         for pair in pair_objects(self.base_link, self.new_link):
-            if not pair.changed or pair.new is None:
+            if not pair.changed:
+                self._unchanged_pairs.append(pair)
                 continue
-            new = ObjectFile(self.store.blobs.read(pair.new.sha256), pair.new.display_path)
-            unit = Unit(pair, new)
-            if pair.old is not None:
-                unit.old = ObjectFile(self.store.blobs.read(pair.old.sha256), pair.old.display_path)
-                unit.comparison = ObjectComparison(unit.old, new)
-                unit.bodies = unit.comparison.new_bodies
-            else:
-                unit.bodies = function_bodies(new)
-            self.units.append(unit)
+            if pair.new is None:  # gone from the new link: what it defined may live elsewhere now
+                assert pair.old is not None
+                self._note_old_globals(pair.old, self._read(pair.old))
+                continue
+            self._add_unit(pair, changed=True)
+        self._index_new_globals()
+
+    def _read(self, item: LinkInput) -> ObjectFile:
+        return ObjectFile(self.store.blobs.read(item.sha256), item.display_path)
+
+    def _add_unit(self, pair: ObjectPair, changed: bool) -> int:
+        assert pair.new is not None
+        unit = Unit(pair, self._read(pair.new))
+        if pair.old is not None:
+            unit.old = self._read(pair.old)
+            unit.comparison = ObjectComparison(unit.old, unit.new)
+            unit.bodies = unit.comparison.new_bodies
+            self._note_old_globals(pair.old, unit.old)
+        else:
+            unit.bodies = function_bodies(unit.new)
+        self.units.append(unit)
+        if changed:
             self.result.objects_compared += 1
+        return len(self.units) - 1
+
+    def _note_old_globals(self, item: LinkInput, obj: ObjectFile) -> None:
+        for symbol in obj.symbols:
+            if symbol.is_defined and not symbol.is_local and symbol.type in ("STT_FUNC", "STT_OBJECT", "STT_TLS"):
+                self._old_globals.setdefault(symbol.name, OldDefinition(item, obj, symbol))
+
+    def _index_new_globals(self) -> None:
         for index, unit in enumerate(self.units):
             for symbol in unit.new.symbols:
                 if symbol.is_defined and not symbol.is_local and symbol.type in ("STT_FUNC", "STT_OBJECT", "STT_TLS"):
                     self._new_globals.setdefault(symbol.name, (index, symbol))
 
-    def check_layouts(self) -> None:
-        """One refusal per changed struct, naming every file that defines it."""
-        changes: dict[tuple[str, str], list[str]] = {}
+    def check_types(self) -> None:
+        """One refusal per changed type (struct, union, typedef'd anonymous type, enum), naming every file."""
+        changes: dict[tuple[str, str, str], list[str]] = {}
         for unit in self.units:
             if unit.old is None:
                 continue
-            for struct_name, description in struct_layout_changes(unit.old, unit.new):
-                changes.setdefault((struct_name, description), []).append(unit.file)
-        for (struct_name, description), files in changes.items():
+            for type_name, rule, description in type_changes(unit.old, unit.new):
+                changes.setdefault((type_name, rule, description), []).append(unit.file)
+        for (type_name, rule, description), files in changes.items():
             also = f"; also defined in {', '.join(files[1:])}" if len(files) > 1 else ""
-            self.refuse(struct_name, files[0], model.STRUCT_LAYOUT_CHANGED,
-                        f"layout of {struct_name} changed ({description}); code of the running "
-                        f"release would read the new layout wrongly{also}")
+            what = "values" if rule == model.ENUM_VALUES_CHANGED else "layout"
+            self.refuse(type_name, files[0], rule,
+                        f"{what} of {type_name} changed ({description}); code and data of the running "
+                        f"release would be read wrongly{also}")
+
+    # -- old definitions -----------------------------------------------------------
+
+    def _old_definition(self, unit_index: int, symbol: Symbol) -> OldDefinition | None:
+        """The base's definition of a new symbol: its counterpart in the same object, or a global anywhere."""
+        unit = self.units[unit_index]
+        if unit.comparison is not None and unit.old is not None and unit.pair.old is not None:
+            old_name = unit.comparison.correlation.old_name(symbol.name)
+            if old_name is not None:
+                wanted = _kind(symbol)
+                for candidate in unit.old.symbols:
+                    if candidate.name == old_name and candidate.is_defined and _kind(candidate) == wanted:
+                        return OldDefinition(unit.pair.old, unit.old, candidate,
+                                             unit.comparison.old_bodies)
+        if not symbol.is_local:
+            found = self._old_globals.get(symbol.name)
+            if found is not None and _kind(found.symbol) == _kind(symbol):
+                return found
+        return None
+
+    def _moved_functions(self, unit_index: int) -> set[str]:
+        """Global functions this object defines that the base defined in another object."""
+        unit = self.units[unit_index]
+        moved = set()
+        for name, body in unit.bodies.items():
+            if body.symbol.is_local or (unit.comparison is not None and unit.comparison.correlation.old_name(name)):
+                continue
+            old = self._old_globals.get(name)
+            if old is not None and old.symbol.type == "STT_FUNC":
+                moved.add(name)
+        return moved
+
+    # -- changed constant data ---------------------------------------------------
+
+    def find_changed_data(self) -> None:
+        """Constant data whose meaning changed, to its fixed point, with every object that uses it loaded.
+
+        A read-only variable changed when its bytes or what its pointers mean
+        changed, when it became writable or read-only, or when it points at
+        changed constant data.  Objects that did not change but use a
+        changed global are loaded too: their users must be replaced.
+        """
+        while True:
+            before = len(self.changed_data)
+            for unit_index, unit in enumerate(self.units):
+                for symbol in unit.new.data_objects():
+                    if (unit_index, symbol.name) not in self.changed_data and self._data_meaning_changed(unit_index, symbol):
+                        self.changed_data.add((unit_index, symbol.name))
+            if len(self.changed_data) == before and not self._load_users_of_changed_globals():
+                return
+
+    def _data_meaning_changed(self, unit_index: int, symbol: Symbol) -> bool:
+        unit = self.units[unit_index]
+        if not isinstance(symbol.section, int):
+            return False
+        section = unit.new.sections[symbol.section]
+        old = self._old_definition(unit_index, symbol)
+        if old is None:
+            return False
+        old_section = old.obj.sections[old.symbol.section] if isinstance(old.symbol.section, int) else None
+        if old_section is None or read_only(section) != read_only(old_section):
+            return old_section is not None
+        if not read_only(section):
+            return False
+        if old.obj is unit.old and unit.comparison is not None:
+            if unit.comparison.data_signature(old.symbol, True) != unit.comparison.data_signature(symbol, False):
+                return True
+        else:  # moved from another object: equal bytes and no pointers, or changed
+            if any(symbol.value <= rel.offset < symbol.value + symbol.size for rel in section.relocations):
+                return True
+            if old.obj.sections[old.symbol.section].data[old.symbol.value:old.symbol.value + old.symbol.size] \
+                    != section.data[symbol.value:symbol.value + symbol.size]:  # type: ignore[index]
+                return True
+        for rel in section.relocations:
+            if symbol.value <= rel.offset < symbol.value + max(symbol.size, 1) and self._is_changed_data(unit_index, rel):
+                return True
+        return False
+
+    def _is_changed_data(self, unit_index: int, rel: Relocation) -> bool:
+        """Whether a relocation of *unit_index* refers to constant data whose meaning changed."""
+        unit = self.units[unit_index]
+        target = resolve(unit.new, rel)
+        if target.kind == "symbol" and target.symbol is not None:
+            if (unit_index, target.symbol.name) in self.changed_data:
+                return True
+            name = target.symbol.name if not target.symbol.is_local else None
+        else:
+            name = target.name if target.kind == "external" else None
+        if name is None:
+            return False
+        defined = self._new_globals.get(name)
+        return defined is not None and (defined[0], name) in self.changed_data
+
+    def _changed_global_names(self) -> set[str]:
+        names = set()
+        for unit_index, name in self.changed_data:
+            symbol = self._new_globals.get(name)
+            if symbol is not None and symbol[0] == unit_index:
+                names.add(name)
+        return names
+
+    def _load_users_of_changed_globals(self) -> bool:
+        """Load unchanged objects that refer to a changed global by name; whether any was loaded."""
+        names = self._changed_global_names()
+        if not names:
+            return False
+        loaded = False
+        for pair in list(self._unchanged_pairs):
+            assert pair.new is not None
+            data = self.store.blobs.read(pair.new.sha256)
+            if not any(name.encode() + b"\0" in data for name in names):
+                continue
+            obj = ObjectFile(data, pair.new.display_path)
+            if any(symbol.name in names and symbol.section == "SHN_UNDEF" for symbol in obj.symbols):
+                self._unchanged_pairs.remove(pair)
+                self._add_unit(pair, changed=False)
+                loaded = True
+        return loaded
+
+    # -- seed --------------------------------------------------------------------
 
     def seed_changed_functions(self) -> None:
         for index, unit in enumerate(self.units):
-            comparison = unit.comparison
-            if comparison is None:
-                continue
-            changed = set(comparison.changed_functions)
-            changed |= self._readers_of_changed_rodata(unit)
+            changed = set(self._moved_functions(index))
+            if unit.comparison is not None:
+                changed |= unit.comparison.changed_functions
+            changed |= self._users_of_changed_data(index)
             for name in sorted(changed):
                 self._include_function(index, name, "replaced")
-            for old_symbol, users in comparison.correlation.removed_static_locals:
+            if unit.comparison is None:
+                continue
+            for old_symbol, users in unit.comparison.correlation.removed_static_locals:
                 for user in sorted(users):
                     if user in unit.bodies:
                         self.refuse(user, unit.file, model.STATIC_LOCAL_REMOVED,
                                     f"reference to static local variable {old_symbol.name} in {user} was removed; "
                                     "its running value cannot be carried over")
 
-    def _readers_of_changed_rodata(self, unit: Unit) -> set[str]:
-        """Functions reading a read-only variable whose content changed must see the new content."""
-        comparison = unit.comparison
-        assert comparison is not None
-        changed_rodata = set()
-        for name, symbol in comparison.new_data.items():
-            old_name = comparison.correlation.old_name(name)
-            old_symbol = comparison.old_data.get(old_name) if old_name else None
-            section = unit.new.sections[symbol.section] if isinstance(symbol.section, int) else None
-            if old_symbol is None or section is None or section.is_writable or section.type == "SHT_NOBITS":
-                continue
-            if comparison.data_signature(old_symbol, True) != comparison.data_signature(symbol, False):
-                changed_rodata.add(name)
-        readers = set()
+    def _users_of_changed_data(self, unit_index: int) -> set[str]:
+        """Existing functions of the object that use constant data whose meaning changed."""
+        unit = self.units[unit_index]
+        users = set()
         for body in unit.bodies.values():
-            for part in body.parts:
-                for rel in part.relocations:
-                    target = resolve(unit.new, rel)
-                    if target.kind == "symbol" and target.symbol is not None and target.symbol.name in changed_rodata:
-                        readers.add(body.name)
-        return readers
+            if self._old_definition(unit_index, body.symbol) is None:
+                continue  # a new function: included if reached, binding the new data anyway
+            if any(self._is_changed_data(unit_index, rel) for part in body.parts for rel in part.relocations):
+                users.add(body.name)
+        return users
 
     # -- include -----------------------------------------------------------
 
@@ -193,9 +366,7 @@ class PatchPlanner:
         """Copy every included function, following what it references."""
         while self._queue:
             unit_index, name = self._queue.pop(0)
-            unit = self.units[unit_index]
-            body = unit.bodies[name]
-            self._copy_body(unit_index, body)
+            self._copy_body(unit_index, self.units[unit_index].bodies[name])
 
     def _copy_body(self, unit_index: int, body: FunctionBody) -> None:
         unit = self.units[unit_index]
@@ -221,18 +392,19 @@ class PatchPlanner:
         nobits = section.type == "SHT_NOBITS"
         flags = section.flags & (fmt.SHF_WRITE | fmt.SHF_ALLOC | fmt.SHF_EXECINSTR | fmt.SHF_MERGE
                                  | fmt.SHF_STRINGS | fmt.SHF_TLS)
+        if read_only(section):
+            flags &= ~fmt.SHF_WRITE  # .data.rel.ro: written only by the applier's relocation
         copy = PatchSection(section.name, flags, section.align, b"" if nobits else section.data[start:end],
                             size=end - start, nobits=nobits, entsize=section.entsize)
         number = self.content.add_section(copy)
         self._section_copies[key] = number
-        owner = next((body.name for body in unit.bodies.values() if body.owns(section.index)), None)
         for rel in section.relocations:
             if start <= rel.offset < end:
                 if rel.type not in fmt.SUPPORTED_RELOCATIONS:
                     self.refuse(section.name, unit.file, model.UNSUPPORTED_RELOCATION,
                                 f"relocation type {rel.type} at {section.name}+{rel.offset:#x} is not supported")
                     continue
-                symbol_index, addend = self._bind(unit_index, rel, owner)
+                symbol_index, addend = self._bind(unit_index, rel)
                 copy.relocations.append(PatchRelocation(rel.offset - start, rel.type, symbol_index, addend))
         return number
 
@@ -253,67 +425,83 @@ class PatchPlanner:
             self._bound_symbols[key] = self.content.add_symbol(symbol)
         return self._bound_symbols[key]
 
-    def _bind(self, unit_index: int, rel: Relocation, owner: str | None) -> tuple[int, int]:
-        """The patch symbol a relocation is resolved against, and the addend to use with it.
+    def _refused_symbol(self, name: str) -> int:
+        return self._bound(("refused", name), PatchSymbol(name, fmt.STT_NOTYPE, binding={"bind": "refused"}))
 
-        *owner* is the function whose part holds the relocation: its references to
-        itself (jump-table entries, its cold part, recursion) stay inside the patch.
-        """
+    # -- binding ---------------------------------------------------------------
+
+    def _bind(self, unit_index: int, rel: Relocation) -> tuple[int, int]:
+        """The patch symbol a relocation is resolved against, and the addend to use with it."""
         unit = self.units[unit_index]
         target = resolve(unit.new, rel)
-        if target.kind in ("string", "constant", "section") and target.section is not None:
-            # Pools, jump tables and unnamed ranges travel whole: relocate against the
-            # copy's start with the exact byte offset the original symbol + addend meant.
+        where = f"{unit.new.sections[rel.section].name}+{rel.offset:#x}" if rel.section is not None else "?"
+        if target.kind == "undecodable":
+            self.refuse(where, unit.file, model.UNSUPPORTED_RELOCATION,
+                        f"the instruction holding the relocation at {where} does not decode; what it refers "
+                        "to cannot be told")
+            return self._refused_symbol(where), 0
+        if target.kind == "section" and target.section is not None and not read_only(target.section):
+            self.refuse(where, unit.file, model.UNRESOLVED_DATA_REFERENCE,
+                        f"{where} refers to {target.section.name}+{target.offset:#x}, where no variable is; "
+                        "binding it could split a running variable in two")
+            return self._refused_symbol(where), 0
+        if target.kind in ("string", "constant", "piece", "section") and target.section is not None:
+            # Pools, jump tables and unnamed read-only ranges travel whole: relocate against
+            # the copy's start with the exact byte offset the original symbol + addend meant.
             original = unit.new.symbols[rel.symbol]
             offset_in_section = (0 if original.type == "STT_SECTION" else original.value) + rel.addend
             owner = next((body for body in unit.bodies.values() if body.owns(target.section.index)), None)
             if owner is not None and (unit_index, owner.name) not in self.included_functions:
-                self._include_function(unit_index, owner.name, self._new_or_replaced(unit, owner.name))
+                self._include_function(unit_index, owner.name, self._new_or_replaced(unit_index, owner.name))
             return self._section_start_symbol(unit_index, target.section), offset_in_section
         if target.kind == "external":
-            return self._bind_external(unit_index, target.name, rel.type), rel.addend
+            return self._bind_external(unit_index, target.name, rel), rel.addend
         assert target.symbol is not None
-        internal = owner is not None and target.symbol.type == "STT_FUNC" \
-            and self._body_name(unit, target.symbol) == owner
-        return self._bind_symbol(unit_index, target.symbol, rel.type, internal), target.offset
+        if target.symbol.type == "STT_FUNC":
+            point = reference_point(unit.new, rel)
+            at_entry = point is not None and point == target.symbol.value
+            return self._bind_function(unit_index, target.symbol, at_entry), target.offset
+        return self._bind_variable(unit_index, target.symbol, rel.type), target.offset
 
-    def _new_or_replaced(self, unit: Unit, name: str) -> str:
-        if unit.comparison is not None and unit.comparison.correlation.old_name(name) in unit.comparison.old_bodies:
-            return "replaced"
-        return "new"
+    def _new_or_replaced(self, unit_index: int, name: str) -> str:
+        body = self.units[unit_index].bodies[name]
+        return "replaced" if self._old_definition(unit_index, body.symbol) is not None else "new"
 
-    def _bind_symbol(self, unit_index: int, symbol: Symbol, rel_type: int, internal: bool = False) -> int:
-        """A defined symbol of the new object: the base's copy if it exists there, else carried.
+    def _bind_function(self, unit_index: int, symbol: Symbol, at_entry: bool) -> int:
+        """A function of the new object: its old entry if the base has it, else the patch's copy.
 
-        Calls and address-taken references to an existing function bind to its old
-        entry (the jump there leads to the new code, and ``cb == handler`` still
-        compares equal); *internal* references resolve to the patch's own copy.
+        A call or a taken address at an existing function's entry binds to the
+        old entry, its own included: the jump there leads to the new code, a
+        stored pointer compares equal with the base's and stays valid after a
+        revert.  Its interior (a jump-table entry, its cold part) and new
+        functions resolve inside the patch.
         """
         unit = self.units[unit_index]
-        old_symbol = self._old_counterpart(unit, symbol)
-        if symbol.type == "STT_FUNC":
-            body_name = self._body_name(unit, symbol)
-            if old_symbol is not None and not internal and body_name == symbol.name:
-                return self._bind_base_symbol(unit, old_symbol)
-            if old_symbol is None and body_name == symbol.name:
-                self._include_function(unit_index, body_name, "new")
-            elif (unit_index, body_name) not in self.included_functions:
-                self._include_function(unit_index, body_name, self._new_or_replaced(unit, body_name))
-            # Parts of an included body (its cold part) and new functions resolve inside the patch.
-            assert isinstance(symbol.section, int)
-            section = unit.new.sections[symbol.section]
-            number = self._copy_section_range(unit_index, section, *self._part_range(unit, symbol))
-            return self._define_symbol(unit_index, symbol.name, PatchSymbol(
-                symbol.name, fmt.STT_FUNC, number, 0, symbol.size))
-        # Variables.
-        if old_symbol is not None and not self._readonly_changed(unit, symbol, old_symbol):
+        body_name = self._body_name(unit, symbol)
+        old = self._old_definition(unit_index, symbol)
+        if at_entry and body_name == symbol.name and old is not None:
+            return self._bind_base(old)
+        if (unit_index, body_name) not in self.included_functions:
+            self._include_function(unit_index, body_name, self._new_or_replaced(unit_index, body_name))
+        assert isinstance(symbol.section, int)
+        section = unit.new.sections[symbol.section]
+        number = self._copy_section_range(unit_index, section, *self._part_range(unit, symbol))
+        return self._define_symbol(unit_index, symbol.name, PatchSymbol(
+            symbol.name, fmt.STT_FUNC, number, 0, symbol.size))
+
+    def _bind_variable(self, unit_index: int, symbol: Symbol, rel_type: int) -> int:
+        """A variable of the new object: the running one, unless it is new or changed constant data."""
+        unit = self.units[unit_index]
+        old = self._old_definition(unit_index, symbol)
+        if old is not None and (unit_index, symbol.name) not in self.changed_data:
             if symbol.type == "STT_TLS" or rel_type in (R_X86_64_TPOFF32, R_X86_64_GOTTPOFF):
-                return self._bind_tls(unit, old_symbol)
-            return self._bind_base_symbol(unit, old_symbol)
+                return self._bind_tls(old)
+            return self._bind_base(old)
         if symbol.type == "STT_TLS":
             self.refuse(symbol.name, unit.file, model.NEW_TLS_VARIABLE,
                         f"new thread-local variable {symbol.name}: threads already running have no room for it")
-            return self._bound(("refused", symbol.name), PatchSymbol(symbol.name, fmt.STT_TLS, binding={"bind": "refused"}))
+            return self._bound(("refused", symbol.name), PatchSymbol(symbol.name, fmt.STT_TLS,
+                                                                      binding={"bind": "refused"}))
         return self._carry_data(unit_index, symbol)
 
     def _part_range(self, unit: Unit, symbol: Symbol) -> tuple[int, int]:
@@ -327,25 +515,8 @@ class PatchPlanner:
                 return body.name
         return symbol.name
 
-    def _old_counterpart(self, unit: Unit, symbol: Symbol) -> Symbol | None:
-        if unit.comparison is None or unit.old is None:
-            return None
-        old_name = unit.comparison.correlation.old_name(symbol.name)
-        if old_name is None:
-            return None
-        for candidate in unit.old.symbols:
-            if candidate.name == old_name and candidate.is_defined and candidate.type == symbol.type:
-                return candidate
-        return None
-
-    def _readonly_changed(self, unit: Unit, symbol: Symbol, old_symbol: Symbol) -> bool:
-        section = unit.new.sections[symbol.section] if isinstance(symbol.section, int) else None
-        if section is None or section.is_writable or section.type == "SHT_NOBITS" or unit.comparison is None:
-            return False
-        return unit.comparison.data_signature(old_symbol, True) != unit.comparison.data_signature(symbol, False)
-
     def _carry_data(self, unit_index: int, symbol: Symbol) -> int:
-        unit = self.units[unit_index]
+        """Put a new (or changed constant) variable into the patch: its own bytes, not its whole section."""
         key = (unit_index, symbol.name)
         if key not in self.included_data:
             self.included_data[key] = symbol
@@ -356,29 +527,36 @@ class PatchPlanner:
                 return self._define_symbol(unit_index, symbol.name, PatchSymbol(
                     symbol.name, fmt.STT_OBJECT, number, 0, symbol.size))
             assert isinstance(symbol.section, int)
-            section = unit.new.sections[symbol.section]
-            number = self._copy_section_range(unit_index, section, 0, section.size)
+            section = self.units[unit_index].new.sections[symbol.section]
+            start, end = (symbol.value, symbol.value + symbol.size) if symbol.size else (0, section.size)
+            number = self._copy_section_range(unit_index, section, start, end)
             self._define_symbol(unit_index, symbol.name, PatchSymbol(
-                symbol.name, fmt.STT_OBJECT, number, symbol.value, symbol.size))
-        return self._defined_symbols[(unit_index, symbol.name)]
+                symbol.name, fmt.STT_OBJECT, number, symbol.value - start, symbol.size))
+        return self._defined_symbols[key]
 
-    def _bind_base_symbol(self, unit: Unit, old_symbol: Symbol) -> int:
-        assert self.base is not None and unit.pair.old is not None and unit.old is not None
-        address = self.base.symbol_address(unit.pair.old, unit.old, old_symbol)
-        kind = fmt.STT_FUNC if old_symbol.type == "STT_FUNC" else fmt.STT_OBJECT
-        return self._bound(("base", address), PatchSymbol(old_symbol.name, kind, binding={
-            "bind": fmt.BIND_BASE, "address": address, "file": unit.file}))
+    def _bind_base(self, old: OldDefinition) -> int:
+        assert self.base is not None
+        address = self.base.symbol_address(old.item, old.obj, old.symbol)
+        kind = fmt.STT_FUNC if old.symbol.type == "STT_FUNC" else fmt.STT_OBJECT
+        return self._bound(("base", address), PatchSymbol(old.symbol.name, kind, binding={
+            "bind": fmt.BIND_BASE, "address": address, "file": old.file}))
 
-    def _bind_tls(self, unit: Unit, old_symbol: Symbol) -> int:
-        assert self.base is not None and unit.pair.old is not None and unit.old is not None
-        offset = self.base.tls_offset(self.base.symbol_address(unit.pair.old, unit.old, old_symbol))
-        return self._bound(("tls", offset), PatchSymbol(old_symbol.name, fmt.STT_TLS, binding={
+    def _bind_tls(self, old: OldDefinition) -> int:
+        assert self.base is not None
+        offset = self.base.tls_offset(self.base.symbol_address(old.item, old.obj, old.symbol))
+        return self._bound(("tls", offset), PatchSymbol(old.symbol.name, fmt.STT_TLS, binding={
             "bind": fmt.BIND_TLS, "offset": offset}))
 
-    def _bind_external(self, unit_index: int, name: str, rel_type: int) -> int:
-        """An undefined symbol: the program's own (base), a new one, or a library's."""
+    def _bind_external(self, unit_index: int, name: str, rel: Relocation) -> int:
+        """An undefined symbol: another changed object's, the program's own, or a library's."""
         assert self.base is not None
-        own = self.base.binary.global_symbol(name)
+        if name in self._new_globals:
+            defining_unit, symbol = self._new_globals[name]
+            if symbol.type == "STT_FUNC":
+                return self._bind_function(defining_unit, symbol, at_entry=reference_point(
+                    self.units[unit_index].new, rel) == 0)
+            return self._bind_variable(defining_unit, symbol, rel.type)
+        own = self.base.binary.global_symbol(name) or self.base.non_local_definition(name)
         if own is not None:
             if own.type == "STT_TLS":  # st_value of a TLS symbol in a linked program is its block offset
                 return self._bound(("tls", own.address), PatchSymbol(name, fmt.STT_TLS, binding={
@@ -386,11 +564,55 @@ class PatchPlanner:
             kind = fmt.STT_FUNC if own.type == "STT_FUNC" else fmt.STT_OBJECT
             return self._bound(("base", own.address), PatchSymbol(name, kind, binding={
                 "bind": fmt.BIND_BASE, "address": own.address}))
-        if name in self._new_globals:
-            defining_unit, symbol = self._new_globals[name]
-            return self._bind_symbol(defining_unit, symbol, rel_type)
+        return self._bind_library(unit_index, name, rel)
+
+    def _bind_library(self, unit_index: int, name: str, rel: Relocation) -> int:
+        """A library symbol the base program does not have: checked against the base's libraries now.
+
+        New code may call a library function (through a stub in the patch) or
+        take a pointer to a library variable from a GOT slot; it cannot read a
+        library variable PC-relatively (a PIE's direct access, which counts on
+        a COPY relocation the running program does not have: the variable is
+        out of a 32-bit displacement's reach), nor use 32-bit absolute
+        addresses or a library's TLS.
+        """
+        assert self.base is not None
+        unit = self.units[unit_index]
+        scope = self.base.libraries
+        export = scope.find(name)
+        if export is None and not scope.missing:
+            searched = ", ".join(path.rsplit("/", 1)[-1] for path in scope.libraries) or "none"
+            self.refuse(name, unit.file, model.UNDEFINED_SYMBOL,
+                        f"the patch uses {name}, which neither the program nor its libraries ({searched}) define")
+            return self._refused_symbol(name)
+        kind = export.kind if export is not None else "function"
+        if kind == "tls" or rel.type in (R_X86_64_TPOFF32, R_X86_64_GOTTPOFF):
+            self.refuse(name, unit.file, model.LIBRARY_DATA_REFERENCE,
+                        f"new code uses {name}, a thread-local variable of {export.library if export else 'a library'}; "
+                        "the patch cannot address a library's TLS")
+            return self._refused_symbol(name)
+        if rel.type in (R_X86_64_32, R_X86_64_32S):
+            self.refuse(name, unit.file, model.UNSUPPORTED_RELOCATION,
+                        f"new code takes the address of library symbol {name} as a 32-bit constant; "
+                        "library addresses do not fit")
+            return self._refused_symbol(name)
+        if kind == "variable" and rel.type not in LIBRARY_DATA_RELOCATIONS and not self._is_call(unit, rel):
+            self.refuse(name, unit.file, model.LIBRARY_DATA_REFERENCE,
+                        f"new code reads {name}, a variable of {export.library if export else 'a library'}, "
+                        "directly (PC-relative); the running program has no copy of it (its release never used it), "
+                        "and the library's is out of reach")
+            return self._refused_symbol(name)
         return self._bound(("dynamic", name), PatchSymbol(name, fmt.STT_NOTYPE, binding={
             "bind": fmt.BIND_DYNAMIC, "imported_by_base": name in self.base.binary.imports}))
+
+    @staticmethod
+    def _is_call(unit: Unit, rel: Relocation) -> bool:
+        if rel.type == R_X86_64_PLT32:
+            return True
+        if rel.type != R_X86_64_PC32 or rel.section is None:
+            return False
+        instruction = code_index(unit.new).instruction_at(rel.section, rel.offset)
+        return instruction is not None and instruction.mnemonic.startswith(CALL_MNEMONICS)
 
     # -- checks ------------------------------------------------------------
 
@@ -414,32 +636,34 @@ class PatchPlanner:
 
     def check_data(self) -> None:
         """Existing variables: a changed size is a layout change, a changed initial value a warning."""
-        for unit in self.units:
+        for unit_index, unit in enumerate(self.units):
             comparison = unit.comparison
             if comparison is None:
                 continue
             for name, symbol in sorted(comparison.new_data.items()):
-                old_name = comparison.correlation.old_name(name)
-                old_symbol = comparison.old_data.get(old_name) if old_name else None
-                if old_symbol is None:
+                if (unit_index, name) in self.changed_data:
+                    continue  # constant data: carried, every user replaced
+                old = self._old_definition(unit_index, symbol)
+                if old is None or old.obj is not unit.old:
                     continue
                 section = unit.new.sections[symbol.section] if isinstance(symbol.section, int) else None
-                writable = section is None or section.is_writable or section.type == "SHT_NOBITS"
-                if old_symbol.size != symbol.size and writable:
+                if section is not None and read_only(section):
+                    continue
+                if old.symbol.size != symbol.size:
                     self.refuse(name, unit.file, model.GLOBAL_SIZE_CHANGED,
-                                f"size of variable {name} changed from {old_symbol.size} to {symbol.size} bytes; "
+                                f"size of variable {name} changed from {old.symbol.size} to {symbol.size} bytes; "
                                 "existing code and data still use the old layout")
-                elif writable and comparison.data_signature(old_symbol, True) != comparison.data_signature(symbol, False):
+                elif comparison.data_signature(old.symbol, True) != comparison.data_signature(symbol, False):
                     self.warn(name, unit.file, model.INITIAL_VALUE_CHANGED,
                               f"initial value of {name} changed; the running process keeps its current value")
 
-    def _old_cold_parts(self, unit: Unit, old_symbol: Symbol) -> list[tuple[int, int]]:
+    def _old_cold_parts(self, old: OldDefinition) -> list[tuple[int, int]]:
         """Where the base has the old function's .cold parts: threads there are still in it."""
-        assert self.base is not None and unit.comparison is not None and unit.pair.old is not None
-        old_body = unit.comparison.old_bodies.get(old_symbol.name)
+        assert self.base is not None
+        old_body = old.bodies.get(old.symbol.name)
         if old_body is None:
             return []
-        return [(self.base.section_address(unit.pair.old, part.section.name) + part.start, part.end - part.start)
+        return [(self.base.section_address(old.item, part.section.name) + part.start, part.end - part.start)
                 for part in old_body.parts if part.role == "cold"]
 
     # -- results -------------------------------------------------------------
@@ -462,20 +686,22 @@ class PatchPlanner:
             unit = self.units[unit_index]
             body = unit.bodies[name]
             new_size = sum(part.end - part.start for part in body.parts if part.role != "jump-table")
+            symbol_index = self._defined_symbols[(unit_index, name)]
             if how == "new":
-                self.result.new_functions.append(model.FunctionEntry(name, unit.file, new_size, reached="called from patch code"))
+                self.result.new_functions.append(model.FunctionEntry(
+                    name, unit.file, new_size, reached="called from patch code", symbol=symbol_index))
                 continue
-            old_symbol = self._old_counterpart(unit, body.symbol)
-            assert old_symbol is not None and unit.pair.old is not None and unit.old is not None
-            address = self.base.symbol_address(unit.pair.old, unit.old, old_symbol)
-            section = unit.old.sections[old_symbol.section].name  # type: ignore[index]
+            old = self._old_definition(unit_index, body.symbol)
+            assert old is not None
+            address = self.base.symbol_address(old.item, old.obj, old.symbol)
+            section = old.obj.sections[old.symbol.section].name  # type: ignore[index]
             room = self.base.binary.room_at(address)
-            entry = model.FunctionEntry(name, unit.file, new_size, address, old_symbol.size,
-                                        self.base.binary.sha256_at(address, old_symbol.size), room,
-                                        old_parts=self._old_cold_parts(unit, old_symbol))
+            entry = model.FunctionEntry(old.symbol.name, old.file, new_size, address, old.symbol.size,
+                                        self.base.binary.sha256_at(address, old.symbol.size), room,
+                                        old_parts=self._old_cold_parts(old), symbol=symbol_index)
             self.result.replaced.append(entry)
             if room < JUMP_SIZE:
-                self.refuse(name, unit.file, model.FUNCTION_TOO_SHORT,
+                self.refuse(name, old.file, model.FUNCTION_TOO_SHORT,
                             f"{name} ({section}) has {room} bytes before the next symbol, a jump needs {JUMP_SIZE}")
         for (unit_index, name), symbol in sorted(self.included_data.items(),
                                                  key=lambda item: (self.units[item[0][0]].file, item[0][1])):
@@ -483,3 +709,7 @@ class PatchPlanner:
             section = unit.new.sections[symbol.section].name if isinstance(symbol.section, int) else "COMMON"
             self.result.new_data.append(model.DataEntry(name, unit.file, symbol.size, section))
 
+
+def _kind(symbol: Symbol) -> str:
+    """What a symbol names, for matching across versions: code, data or thread-local data."""
+    return {"STT_FUNC": "code", "STT_TLS": "tls"}.get(symbol.type, "data")
