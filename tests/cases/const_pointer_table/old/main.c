@@ -15,10 +15,12 @@ __attribute__((noinline)) long run_op(int opcode, long a, long b)
     return operations[opcode & 3](a, b);
 }
 
+/* The opcode of the next request. */
+static int opcode;
+
 int main(void)
 {
     char line[256];
-    int opcode = 0;
     while (fgets(line, sizeof line, stdin)) {
         printf("%ld\n", run_op(opcode++, atol(line), 3));
         fflush(stdout);
