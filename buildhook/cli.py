@@ -163,6 +163,8 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
             print(f"refused: {refusal.line()}", file=sys.stderr)
     else:
         print(f"no change between release {args.from_tag} and {new.binary} ({result.objects_compared} objects compared)")
+        for warning in result.warnings:  # a running value kept is worth saying even with no code to patch
+            print(f"warning: {warning.line()}")
     return {PATCH: EXIT_PATCH, REFUSED: EXIT_REFUSED}.get(result.outcome, EXIT_NO_CHANGE)
 
 

@@ -35,6 +35,15 @@ def check_patch_object(built: oracle.BuiltCase) -> None:
     assert replaced == oracle._symbols(built.diff.report.get("replaced", []))
 
 
+def check_text_warnings(built: oracle.BuiltCase) -> None:
+    """`buildhook diff` without --json says every warning too, whatever the outcome."""
+    text = oracle.run(["buildhook", "diff", "--from", oracle.RELEASE, built.new_binary, "-o", built.patch or
+                       built.new_binary.parent / "text.po"], built.env, built.new_binary.parent)
+    for warning in built.diff.report["warnings"]:
+        assert f"{warning['symbol']}: " in text.stdout and f"[{warning['rule']}]" in text.stdout, \
+            f"warning {warning} missing from the text output:\n{oracle.describe(text)}"
+
+
 @pytest.mark.parametrize("folder", oracle.case_folders(), ids=lambda folder: folder.name)
 def test_case(folder: Path, tmp_path: Path) -> None:
     case = oracle.Case.load(folder)
@@ -44,5 +53,7 @@ def test_case(folder: Path, tmp_path: Path) -> None:
     assert not mismatches, "\n".join(mismatches) + "\n" + context
     if built.diff.outcome == "patch":
         check_patch_object(built)
+    if case.expect is not None and case.expect.warnings:
+        check_text_warnings(built)
     verdict = oracle.check_behaviour(built)
     assert verdict.holds, "\n".join(verdict.divergences + verdict.notes) + "\n" + context
