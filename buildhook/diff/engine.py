@@ -346,7 +346,9 @@ class PatchPlanner:
     def _users_of_changed_data(self, unit_index: int) -> set[str]:
         """Existing functions of the object that use constant data whose meaning changed."""
         unit = self.units[unit_index]
-        users = set()
+        users: set[str] = set()
+        if not self.changed_data:
+            return users
         for body in unit.bodies.values():
             if self._old_definition(unit_index, body.symbol) is None:
                 continue  # a new function: included if reached, binding the new data anyway
@@ -653,9 +655,18 @@ class PatchPlanner:
                     self.refuse(name, unit.file, model.GLOBAL_SIZE_CHANGED,
                                 f"size of variable {name} changed from {old.symbol.size} to {symbol.size} bytes; "
                                 "existing code and data still use the old layout")
-                elif comparison.data_signature(old.symbol, True) != comparison.data_signature(symbol, False):
+                elif comparison.data_signature(old.symbol, True) != comparison.data_signature(symbol, False) \
+                        or self._points_at_changed_data(unit_index, symbol):
                     self.warn(name, unit.file, model.INITIAL_VALUE_CHANGED,
                               f"initial value of {name} changed; the running process keeps its current value")
+
+    def _points_at_changed_data(self, unit_index: int, symbol: Symbol) -> bool:
+        """A variable whose initial value points at changed constant data: its value now means other data."""
+        if not self.changed_data or not isinstance(symbol.section, int):
+            return False
+        section = self.units[unit_index].new.sections[symbol.section]
+        return any(symbol.value <= rel.offset < symbol.value + symbol.size and self._is_changed_data(unit_index, rel)
+                   for rel in section.relocations)
 
     def _old_cold_parts(self, old: OldDefinition) -> list[tuple[int, int]]:
         """Where the base has the old function's .cold parts: threads there are still in it."""

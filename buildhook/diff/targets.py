@@ -107,10 +107,11 @@ def resolve(obj: ObjectFile, rel: Relocation) -> Target:
         size = max(section.entsize, 1)
         start = point // size * size
         return Target("constant", section=section, content=section.data[start:start + size], offset=address - start)
-    covering = _covering_symbol(obj, section, point)
+    anonymous = read_only(section) and _has_anonymous_data(obj, section)
+    covering = None if anonymous else _covering_symbol(obj, section, point)
     if covering is not None:
         return Target("symbol", symbol=covering, section=section, offset=address - covering.value)
-    if read_only(section) and section.type != "SHT_NOBITS":
+    if read_only(section):
         end = _next_point(obj, section, point)
         return Target("piece", section=section, content=section.data[point:end], offset=address - point,
                       pointers=_pointers_in(obj, section, point, end))
@@ -118,7 +119,13 @@ def resolve(obj: ObjectFile, rel: Relocation) -> Target:
 
 
 def _covering_symbol(obj: ObjectFile, section: Section, point: int) -> Symbol | None:
-    """The named symbol holding *point*; else the one *point* is one past the end of; else the only one."""
+    """The named symbol holding *point*; else the one *point* is one past the end of; else its section's own.
+
+    An offset outside every symbol still names the only variable of a
+    section of its own (``-fdata-sections``: ``.bss.ring.0`` at ``ring - 4``
+    for an index that starts at 1), or of a writable section (which holds
+    nothing but variables).
+    """
     covering = obj.symbol_covering(section.index, point)
     if covering is not None:
         return covering
@@ -126,7 +133,40 @@ def _covering_symbol(obj: ObjectFile, section: Section, point: int) -> Symbol | 
     ending = [symbol for symbol in candidates if symbol.size and symbol.value + symbol.size == point]
     if len(ending) == 1:
         return ending[0]
-    return candidates[0] if len(candidates) == 1 else None
+    if len(candidates) == 1 and (not read_only(section) or section.name.endswith("." + candidates[0].name)):
+        return candidates[0]
+    return None
+
+
+_ANONYMOUS: dict[int, tuple[ObjectFile, set[int]]] = {}
+
+
+def _has_anonymous_data(obj: ObjectFile, section: Section) -> bool:
+    """Whether something in *obj* refers into *section* where no symbol is (a string at -O0, a jump table).
+
+    Such a read-only section is compared and carried as pieces from one
+    referenced offset to the next, named variables in it included, so that
+    every reference into it, a one-past-the-end pointer of a table as much
+    as the string after it, means the same bytes in the old and the new
+    build, and patch code uses one consistent copy.
+    """
+    cached = _ANONYMOUS.get(id(obj))
+    if cached is None or cached[0] is not obj:
+        sections: set[int] = set()
+        for holder in obj.sections:
+            for rel in holder.relocations:
+                target = obj.symbols[rel.symbol]
+                if not isinstance(target.section, int) or target.section in sections:
+                    continue
+                if target.type not in ("STT_SECTION", "STT_NOTYPE"):
+                    continue
+                point = reference_point(obj, rel)
+                size = obj.sections[target.section].size
+                if point is not None and 0 <= point < size and obj.symbol_covering(target.section, point) is None:
+                    sections.add(target.section)
+        cached = (obj, sections)
+        _ANONYMOUS[id(obj)] = cached
+    return section.index in cached[1]
 
 
 _POINTS: dict[int, tuple[ObjectFile, dict[int, list[int]]]] = {}

@@ -498,24 +498,37 @@ class Variable:
 
 
 def find_variable(binary: Path, file: str, name: str) -> Variable:
-    """The variable *name* of source *file* (a local one under its STT_FILE entry, else a global)."""
+    """The variable *name* of source *file* (a local one under its STT_FILE entry, else a global).
+
+    A static local is named as in the new object (``calls.2``); gcc may have
+    numbered it differently in the other build, so when the exact name is not
+    there, the only one of the same base name in that file is it.
+    """
+    base = name.rsplit(".", 1)[0] if name.rsplit(".", 1)[-1].isdigit() else None
     with open(binary, "rb") as stream:
         elf = ELFFile(stream)
         symtab = elf.get_section_by_name(".symtab")
         current_file = None
         found = None
+        same_base = []
         for symbol in symtab.iter_symbols():
             kind, bind = symbol.entry.st_info.type, symbol.entry.st_info.bind
             if kind == "STT_FILE":
                 current_file = symbol.name
                 continue
-            if symbol.name != name or kind not in ("STT_OBJECT", "STT_TLS"):
+            if kind not in ("STT_OBJECT", "STT_TLS"):
                 continue
             if bind == "STB_LOCAL" and current_file != file:
+                continue
+            if base is not None and bind == "STB_LOCAL" and symbol.name.rsplit(".", 1)[0] == base:
+                same_base.append(symbol)
+            if symbol.name != name:
                 continue
             found = symbol
             if bind == "STB_LOCAL":
                 break
+        if found is None and len(same_base) == 1:
+            found = same_base[0]
         if found is None:
             raise CaseError(f"{binary} has no variable {file}:{name}")
         address, size = found.entry.st_value, found.entry.st_size

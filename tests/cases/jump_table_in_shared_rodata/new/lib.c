@@ -1,0 +1,2 @@
+/* nothing here in this program */
+int lib_unused_marker;
