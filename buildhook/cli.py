@@ -161,6 +161,8 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     elif result.outcome == REFUSED:
         for refusal in result.refusals:
             print(f"refused: {refusal.line()}", file=sys.stderr)
+        for warning in result.warnings:
+            print(f"warning: {warning.line()}", file=sys.stderr)
     else:
         print(f"no change between release {args.from_tag} and {new.binary} ({result.objects_compared} objects compared)")
         for warning in result.warnings:  # a running value kept is worth saying even with no code to patch

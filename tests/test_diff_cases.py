@@ -39,8 +39,9 @@ def check_text_warnings(built: oracle.BuiltCase) -> None:
     """`buildhook diff` without --json says every warning too, whatever the outcome."""
     text = oracle.run(["buildhook", "diff", "--from", oracle.RELEASE, built.new_binary, "-o", built.patch or
                        built.new_binary.parent / "text.po"], built.env, built.new_binary.parent)
+    said = text.stdout + text.stderr
     for warning in built.diff.report["warnings"]:
-        assert f"{warning['symbol']}: " in text.stdout and f"[{warning['rule']}]" in text.stdout, \
+        assert f"{warning['symbol']}: " in said and f"[{warning['rule']}]" in said, \
             f"warning {warning} missing from the text output:\n{oracle.describe(text)}"
 
 

@@ -210,32 +210,31 @@ class PatchPlanner:
 
     def _old_definition(self, unit_index: int, symbol: Symbol) -> OldDefinition | None:
         """The base's definition of a new symbol: its counterpart in the same object, or a global anywhere."""
+        same = self._same_object_definition(unit_index, symbol)
+        if same is not None or symbol.is_local:
+            return same
+        found = self._old_globals.get(symbol.name)
+        return found if found is not None and _kind(found.symbol) == _kind(symbol) else None
+
+    def _same_object_definition(self, unit_index: int, symbol: Symbol) -> OldDefinition | None:
         unit = self.units[unit_index]
-        if unit.comparison is not None and unit.old is not None and unit.pair.old is not None:
-            old_name = unit.comparison.correlation.old_name(symbol.name)
-            if old_name is not None:
-                wanted = _kind(symbol)
-                for candidate in unit.old.symbols:
-                    if candidate.name == old_name and candidate.is_defined and _kind(candidate) == wanted:
-                        return OldDefinition(unit.pair.old, unit.old, candidate,
-                                             unit.comparison.old_bodies)
-        if not symbol.is_local:
-            found = self._old_globals.get(symbol.name)
-            if found is not None and _kind(found.symbol) == _kind(symbol):
-                return found
+        if unit.comparison is None or unit.old is None or unit.pair.old is None:
+            return None
+        old_name = unit.comparison.correlation.old_name(symbol.name)
+        if old_name is None:
+            return None
+        wanted = _kind(symbol)
+        for candidate in unit.old.symbols:
+            if candidate.name == old_name and candidate.is_defined and _kind(candidate) == wanted:
+                return OldDefinition(unit.pair.old, unit.old, candidate, unit.comparison.old_bodies)
         return None
 
     def _moved_functions(self, unit_index: int) -> set[str]:
         """Global functions this object defines that the base defined in another object."""
         unit = self.units[unit_index]
-        moved = set()
-        for name, body in unit.bodies.items():
-            if body.symbol.is_local or (unit.comparison is not None and unit.comparison.correlation.old_name(name)):
-                continue
-            old = self._old_globals.get(name)
-            if old is not None and old.symbol.type == "STT_FUNC":
-                moved.add(name)
-        return moved
+        return {name for name, body in unit.bodies.items()
+                if not body.symbol.is_local and self._same_object_definition(unit_index, body.symbol) is None
+                and (old := self._old_globals.get(name)) is not None and old.symbol.type == "STT_FUNC"}
 
     # -- changed constant data ---------------------------------------------------
 

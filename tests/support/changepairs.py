@@ -1,14 +1,15 @@
 """Random change pairs for the differential fuzzer: a small C program and one mutation of it.
 
 A program is a list of *features* (a helper with arithmetic and constants,
-a const table of numbers, a const table of function pointers, a switch,
-strings, an assert, a counter, a global tunable, a function in another
-file …), each rendering to C in one of three files (main.c, lib.c,
-util.c), all of them reached from ``handle()``, which ``main``'s line loop
-calls.  A *mutation* changes one feature the way a security fix might:
-a constant, an operator, a string, a new static helper, a function moved
-to another file, a table entry, a switch case, a line shift above an
-assert, a tunable's initial value, a constant made writable.
+a const table of numbers, a const table of function pointers, a const
+table of strings, a switch, strings, an assert, a counter, a global
+tunable, a function in another file …), each rendering to C in one of
+three files (main.c, lib.c, util.c), all of them reached from
+``handle()``, which ``main``'s line loop calls.  A *mutation* changes one
+feature the way a security fix might: a constant, an operator, a string, a
+new static helper, a function moved to another file, a table entry, a
+switch case, a line shift above an assert, a tunable's initial value, a
+constant made writable, a new static local, a new global variable.
 
 Programs are built from a seed alone, so a divergence is reproduced by its
 seed; ``reduce`` removes features while the divergence stays, which gives
@@ -78,7 +79,7 @@ def generate(seed: int) -> Program:
     features: list[Feature] = []
     count = rng.randint(3, 7)
     kinds = ["helper", "global_helper", "table", "ops_table", "switch", "strings", "assert", "counter",
-             "tunable", "global_table", "constant_global"]
+             "tunable", "global_table", "constant_global", "names"]
     for index in range(count):
         kind = rng.choice(kinds)
         name = f"{kind}_{index}"
@@ -95,8 +96,8 @@ def generate(seed: int) -> Program:
             params["order"] = [rng.randint(0, 2) for _ in range(4)]
         elif kind == "switch":
             params["cases"] = [rng.randint(1, 9999) for _ in range(rng.randint(5, 9))]
-        elif kind == "strings":
-            params["words"] = rng.sample(WORDS, 3)
+        elif kind in ("strings", "names"):
+            params["words"] = rng.sample(WORDS, 4 if kind == "names" else 3)
             params["limit"] = rng.randint(1, 100)
         elif kind == "assert":
             params["sentinel"] = 77777 + index
@@ -108,7 +109,8 @@ def generate(seed: int) -> Program:
 
 
 MUTATIONS = ("constant", "operator", "string", "new_string", "new_helper", "move_function", "table_entry",
-             "ops_entry", "switch_case", "line_shift", "initial_value", "make_writable")
+             "ops_entry", "switch_case", "line_shift", "initial_value", "make_writable", "names_entry",
+             "new_static_local", "new_global")
 
 
 def mutate(program: Program, seed: int) -> tuple[Program, str]:
@@ -214,6 +216,25 @@ def _apply_mutation(program: Program, mutation: str, rng: random.Random) -> str 
             return None
         feature.params["writable"] = True
         return f"{feature.name} made writable"
+    if mutation == "names_entry":
+        feature = pick("names")
+        if feature is None:
+            return None
+        position = rng.randrange(4)
+        feature.params["words"][position] = rng.choice(WORDS) + "/" + str(rng.randint(0, 99))
+        return f"name {position} of {feature.name}"
+    if mutation == "new_static_local":
+        feature = pick("helper", "global_helper")
+        if feature is None or "seen" in feature.params:
+            return None
+        feature.params["seen"] = rng.randint(0, 9)
+        return f"new static local in {feature.name}"
+    if mutation == "new_global":
+        feature = pick("helper", "global_helper")
+        if feature is None or "new_global" in feature.params:
+            return None
+        feature.params["new_global"] = rng.randint(1, 9)
+        return f"new global variable used by {feature.name}"
     raise ValueError(mutation)
 
 
@@ -240,12 +261,26 @@ def _render_feature(feature: Feature) -> tuple[list[str], list[str], str]:
                         f"    return {_render_expr(p['extra_helper'])};\n}}\n\n")
         expr = f"{name}_extra({expr})"
     kind = feature.kind
+    prologue = ""
+    if "seen" in p:  # a new static local: state the new code keeps from call to call
+        prologue = f"    static unsigned seen = {p['seen']}u;\n    seen += 1;\n"
+        expr = f"({expr} + seen)"
+    if "new_global" in p:  # a new global variable the new code counts in
+        extra_helper = f"unsigned {name}_hits = {p['new_global']}u;\n\n" + extra_helper
+        prologue += f"    {name}_hits += 2u;\n"
+        expr = f"({expr} ^ {name}_hits)"
     if kind == "helper":
-        return [f"{extra_helper}{NOINLINE} static unsigned {name}(unsigned x)\n{{\n    return {expr};\n}}\n"], [], \
+        return [f"{extra_helper}{NOINLINE} static unsigned {name}(unsigned x)\n{{\n{prologue}    return {expr};\n}}\n"], [], \
             f"{name}(x)"
     if kind == "global_helper":
-        return [f"{extra_helper}{NOINLINE} unsigned {name}(unsigned x)\n{{\n    return {expr};\n}}\n"], \
+        return [f"{extra_helper}{NOINLINE} unsigned {name}(unsigned x)\n{{\n{prologue}    return {expr};\n}}\n"], \
             [f"unsigned {name}(unsigned x);"], f"{name}(x)"
+    if kind == "names":
+        words = ", ".join(f'"{word}"' for word in p["words"])
+        static = "static " if feature.file == "main.c" else ""
+        return [f"static const char *const {name}_names[4] = {{ {words} }};\n\n"
+                f"{NOINLINE} {static}const char *{name}(unsigned x)\n{{\n    return {name}_names[(x ^ {p['limit']}u) & 3];\n}}\n"], \
+            [] if static else [f"const char *{name}(unsigned x);"], f"{name}(x)"
     if kind == "counter":
         return [f"{extra_helper}{NOINLINE} unsigned {name}(unsigned x)\n{{\n    static unsigned calls = {p['initial']};\n"
                 f"    calls += 1;\n    return {expr} + calls;\n}}\n"], [], f"{name}(x)"
@@ -330,7 +365,7 @@ def render(program: Program) -> dict[str, str]:
         else:
             definitions[feature.file].extend(defs)
             declarations.extend(decls)
-        calls.append((call, feature.kind == "strings"))
+        calls.append((call, feature.kind in ("strings", "names")))
     numbers = " + ".join(call for call, text in calls if not text) or "0u"
     texts = [call for call, text in calls if text]
     formats = "%u" + " %s" * len(texts)

@@ -99,6 +99,7 @@ class Case:
     separate_dirs: bool = False
     warnings_fatal: bool = True
     archive: list[str] = field(default_factory=list)  # sources whose objects go into libcase.a
+    new_ldflags: list[str] = field(default_factory=list)  # more link flags for the new version only
     inputs: bytes = b""
     expect: Expectation | None = None
     inputs_distinguish: bool = True
@@ -124,6 +125,7 @@ class Case:
             separate_dirs=build.get("separate_dirs", False),
             warnings_fatal=build.get("warnings_fatal", True),
             archive=list(build.get("archive", [])),
+            new_ldflags=build.get("new_ldflags", "").split(),
             inputs=(input_file if input_file.is_file() else DEFAULT_INPUT).read_bytes(),
             inputs_distinguish=oracle.get("inputs_distinguish", True),
             apply_refused=oracle.get("apply_refused"),
@@ -188,7 +190,7 @@ def _check(result: subprocess.CompletedProcess[str], quiet: bool) -> None:
         raise CaseError(f"unexpected output on stderr (a warning?):\n{describe(result)}")
 
 
-def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str]) -> Path:
+def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str], extra_ldflags: tuple[str, ...] | list[str] = ()) -> Path:
     """Copy a version's sources into *folder*, compile each .c on its own, link them; return the binary.
 
     Relative paths, so ``__FILE__`` is the base name; objects in file-name order.
@@ -208,7 +210,7 @@ def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str]) 
         (folder / ARCHIVE).unlink(missing_ok=True)
         _check(run(["ar", "rcs", ARCHIVE, *members], env, folder), quiet=True)
         objects.append(ARCHIVE)
-    _check(run(["buildhook-cc", *case.ldflags, *objects, "-o", BINARY, "-pthread"], env, folder),
+    _check(run(["buildhook-cc", *case.ldflags, *objects, "-o", BINARY, "-pthread", *extra_ldflags], env, folder),
            quiet=case.warnings_fatal)
     return folder / BINARY
 
@@ -247,7 +249,7 @@ def build_case(case: Case, tmp_path: Path) -> BuiltCase:
     _check(run(["buildhook", "release", RELEASE], env, old_dir), quiet=False)
     old_binary = tmp_path / "old-prog"
     shutil.copy2(old_build, old_binary)
-    new_binary = build_version(case, case.folder / "new", new_dir, env)
+    new_binary = build_version(case, case.folder / "new", new_dir, env, case.new_ldflags)
     patch = tmp_path / "case.po"
     result = run(["buildhook", "diff", "--from", RELEASE, new_binary, "-o", patch, "--json"], env,
                  new_binary.parent, timeout=DIFF_TIMEOUT)
@@ -532,13 +534,22 @@ def find_variable(binary: Path, file: str, name: str) -> Variable:
         if found is None:
             raise CaseError(f"{binary} has no variable {file}:{name}")
         address, size = found.entry.st_value, found.entry.st_size
-        pointers = False
-        for section in elf.iter_sections():
-            if section.header.sh_type == "SHT_RELA" and section.name.startswith(".rela.dyn"):
-                pointers = any(address <= rel["r_offset"] < address + size for rel in section.iter_relocations())
-        if elf.header.e_type == "ET_EXEC":
-            pointers = True  # absolute pointers leave no dynamic relocation; assume any word may be one
-        return Variable(address, size, pointers)
+        return Variable(address, size, _holds_pointers(binary.parent / (Path(file).stem + ".o"), found.name))
+
+
+def _holds_pointers(obj_path: Path, name: str) -> bool:
+    """Whether the object that defines a variable relocates any word of it (a pointer); True if unknown."""
+    from buildhook.elf.objfile import ObjectFile
+
+    try:
+        obj = ObjectFile(obj_path.read_bytes(), str(obj_path))
+    except (OSError, ValueError):
+        return True
+    for symbol in obj.symbols:
+        if symbol.name == name and isinstance(symbol.section, int):
+            return any(symbol.value <= rel.offset < symbol.value + symbol.size
+                       for rel in obj.sections[symbol.section].relocations)
+    return True
 
 
 def writable_data_ranges(binary: Path) -> list[tuple[int, int]]:
@@ -593,7 +604,7 @@ def _copy_kept_variables(built: BuiltCase, source_pid: int, target: CaseProcess)
     for file, name in _kept_variables(built):
         old = find_variable(built.old_binary, file, name)
         new = find_variable(built.new_binary, file, name)
-        if old.has_pointers or new.has_pointers:
+        if new.has_pointers:
             raise OracleUnsupported(f"{file}:{name} keeps its running value and may hold pointers; "
                                     "the new program cannot be given that value")
         value = read_memory(source_pid, old.address + source_bias, min(old.size, new.size))

@@ -1,5 +1,7 @@
-/* Limits (nothing here yet but the default window). */
+/* Limits: the default window, clamped like any length. */
+int clamp_length(int length);
+
 __attribute__((noinline)) int default_window(void)
 {
-    return 64;
+    return clamp_length(600);
 }
