@@ -437,6 +437,16 @@ def install_build_deps(package: str, tree: Path, log=print) -> None:
         env={"DEBIAN_FRONTEND": "noninteractive"})
 
 
+def install_tools(tools: dict[str, str], log=print) -> None:
+    """Install the Debian package of every command in *tools* (command → package) not on PATH."""
+    missing = sorted({package for command, package in tools.items() if shutil.which(command) is None})
+    if not missing:
+        return
+    log(f"realsource: apt-get install -y {' '.join(missing)}")
+    run(_as_root(["apt-get", "install", "-y", "--no-install-recommends", *missing]), timeout=TIMEOUT_APT,
+        env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
 # --- building -------------------------------------------------------------------
 
 

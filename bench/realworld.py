@@ -189,6 +189,7 @@ class Memcached:
     """memcached 1.6 (autotools), keys as state, memcaslap as load."""
 
     name = "memcached"
+    tools = {"memcaslap": "libmemcached-tools"}
     configure_args = ("--enable-sasl", "--enable-sasl-pwdb", "--enable-tls", "--enable-proxy")
 
     def __init__(self, workdir: Path, keys: int) -> None:
@@ -343,6 +344,7 @@ class Haproxy:
     """haproxy 2.6 (its own Makefile, flags of debian/rules), sessions as state, wrk as load."""
 
     name = "haproxy"
+    tools = {"wrk": "wrk"}
     # debian/rules' MAKEARGS that shape the code (install paths and docs left out).
     make_args = ("TARGET=linux-glibc", "USE_PCRE2=1", "USE_PCRE2_JIT=1", "USE_OPENSSL=1", "USE_SLZ=1",
                  "USE_LUA=1", "USE_PROMEX=1", "USE_OT=1", "USE_SYSTEMD=1", "LUA_INC=/usr/include/lua5.3",
@@ -659,6 +661,7 @@ def main() -> int:
 
     source = realsource.fetch_source(args.package, args.workdir, log=lambda m: print(m, file=sys.stderr))
     realsource.install_build_deps(args.package, source, log=lambda m: print(m, file=sys.stderr))
+    realsource.install_tools(PACKAGES[args.package].tools, log=lambda m: print(m, file=sys.stderr))
     fixes = realsource.security_patches(source)
     tree = args.workdir / "realworld" / args.package / "tree"
     prepare_tree(source, tree, fixes)
