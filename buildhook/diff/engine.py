@@ -25,6 +25,7 @@ Refusals are collected, not raised: a patch author wants every reason at once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from buildhook.diff import model
@@ -85,8 +86,6 @@ class OldDefinition:
 
     @property
     def file(self) -> str:
-        import os
-
         return os.path.basename(self.item.source or self.item.display_path)
 
     @property
@@ -121,6 +120,7 @@ class PatchPlanner:
         self.changed_data: set[tuple[int, str]] = set()  # constant data whose meaning changed
         self.content = PatchContent()
         self._unchanged_pairs: list[ObjectPair] = []
+        self._searched_names: set[str] = set()  # changed globals unchanged objects were searched for
         self._old_globals: dict[str, OldDefinition] = {}
         self._section_copies: dict[tuple[int, int, int], int] = {}
         self._defined_symbols: dict[tuple[int, str], int] = {}
@@ -263,11 +263,12 @@ class PatchPlanner:
         old = self._old_definition(unit_index, symbol)
         if old is None:
             return False
-        old_section = old.obj.sections[old.symbol.section] if isinstance(old.symbol.section, int) else None
-        if old_section is None or read_only(section) != read_only(old_section):
-            return old_section is not None
-        if not read_only(section):
+        if not isinstance(old.symbol.section, int):
             return False
+        if read_only(section) != read_only(old.obj.sections[old.symbol.section]):
+            return True  # it became writable (new code writes it) or read-only
+        if not read_only(section):
+            return False  # a variable: its running value is kept
         if old.obj is unit.old and unit.comparison is not None:
             if unit.comparison.data_signature(old.symbol, True) != unit.comparison.data_signature(symbol, False):
                 return True
@@ -307,9 +308,10 @@ class PatchPlanner:
 
     def _load_users_of_changed_globals(self) -> bool:
         """Load unchanged objects that refer to a changed global by name; whether any was loaded."""
-        names = self._changed_global_names()
+        names = self._changed_global_names() - self._searched_names
         if not names:
             return False
+        self._searched_names |= names
         loaded = False
         for pair in list(self._unchanged_pairs):
             assert pair.new is not None

@@ -22,6 +22,7 @@ writing an x86-64 length decoder by hand would be a long, error-prone table.
 from __future__ import annotations
 
 import bisect
+import weakref
 from dataclasses import dataclass
 
 import capstone
@@ -81,16 +82,15 @@ def _decoder(detail: bool = False) -> capstone.Cs:
     return _DECODERS[detail]
 
 
-_CODE_INDEXES: dict[int, tuple[ObjectFile, CodeIndex]] = {}
+_CODE_INDEXES: weakref.WeakKeyDictionary[ObjectFile, CodeIndex] = weakref.WeakKeyDictionary()
 
 
 def code_index(obj: ObjectFile) -> CodeIndex:
-    """The (cached) instruction index of *obj*."""
-    cached = _CODE_INDEXES.get(id(obj))
-    if cached is None or cached[0] is not obj:
-        cached = (obj, CodeIndex(obj))
-        _CODE_INDEXES[id(obj)] = cached
-    return cached[1]
+    """The instruction index of *obj*, kept as long as the object is."""
+    index = _CODE_INDEXES.get(obj)
+    if index is None:
+        index = _CODE_INDEXES[obj] = CodeIndex(obj)
+    return index
 
 
 # -- __LINE__ arguments ----------------------------------------------------------------

@@ -25,6 +25,7 @@ is constant data like ``.rodata``.
 from __future__ import annotations
 
 import bisect
+import weakref
 from dataclasses import dataclass
 
 from buildhook.diff.instructions import code_index
@@ -138,9 +139,6 @@ def _covering_symbol(obj: ObjectFile, section: Section, point: int) -> Symbol | 
     return None
 
 
-_ANONYMOUS: dict[int, tuple[ObjectFile, set[int]]] = {}
-
-
 def _has_anonymous_data(obj: ObjectFile, section: Section) -> bool:
     """Whether something in *obj* refers into *section* where no symbol is (a string at -O0, a jump table).
 
@@ -150,9 +148,9 @@ def _has_anonymous_data(obj: ObjectFile, section: Section) -> bool:
     as the string after it, means the same bytes in the old and the new
     build, and patch code uses one consistent copy.
     """
-    cached = _ANONYMOUS.get(id(obj))
-    if cached is None or cached[0] is not obj:
-        sections: set[int] = set()
+    sections = _ANONYMOUS.get(obj)
+    if sections is None:
+        sections = set()
         for holder in obj.sections:
             for rel in holder.relocations:
                 target = obj.symbols[rel.symbol]
@@ -164,19 +162,19 @@ def _has_anonymous_data(obj: ObjectFile, section: Section) -> bool:
                 size = obj.sections[target.section].size
                 if point is not None and 0 <= point < size and obj.symbol_covering(target.section, point) is None:
                     sections.add(target.section)
-        cached = (obj, sections)
-        _ANONYMOUS[id(obj)] = cached
-    return section.index in cached[1]
+        _ANONYMOUS[obj] = sections
+    return section.index in sections
 
 
-_POINTS: dict[int, tuple[ObjectFile, dict[int, list[int]]]] = {}
+_POINTS: weakref.WeakKeyDictionary[ObjectFile, dict[int, list[int]]] = weakref.WeakKeyDictionary()
+_ANONYMOUS: weakref.WeakKeyDictionary[ObjectFile, set[int]] = weakref.WeakKeyDictionary()
 
 
 def _reference_points(obj: ObjectFile) -> dict[int, list[int]]:
     """Section index → sorted offsets that symbols or relocations of *obj* point at (cached)."""
-    cached = _POINTS.get(id(obj))
-    if cached is not None and cached[0] is obj:
-        return cached[1]
+    cached = _POINTS.get(obj)
+    if cached is not None:
+        return cached
     points: dict[int, set[int]] = {}
     for symbol in obj.symbols:
         if isinstance(symbol.section, int) and symbol.type not in ("STT_SECTION", "STT_FILE"):
@@ -189,7 +187,7 @@ def _reference_points(obj: ObjectFile) -> dict[int, list[int]]:
                 if point is not None:
                     points.setdefault(target.section, set()).add(point)
     result = {index: sorted(values) for index, values in points.items()}
-    _POINTS[id(obj)] = (obj, result)
+    _POINTS[obj] = result
     return result
 
 
