@@ -46,6 +46,7 @@ R_X86_64_REX_GOTPCRELX = 42
 PC_RELATIVE = frozenset({R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_GOTPCREL, R_X86_64_PC64,
                          R_X86_64_GOTPCRELX, R_X86_64_REX_GOTPCRELX, R_X86_64_GOTTPOFF})
 GOT_LOADS = frozenset({R_X86_64_GOTPCREL, R_X86_64_GOTPCRELX, R_X86_64_REX_GOTPCRELX})
+MAX_POINTER_DEPTH = 3  # how far a piece's pointers are followed when comparing it
 
 
 def read_only(section: Section) -> bool:
@@ -65,7 +66,7 @@ class Target:
     offset: int = 0              # S + A, relative to the symbol, string, constant or piece start
     content: bytes = b""         # for "string" / "constant" / "piece"
     name: str = ""               # for "external"
-    pointers: tuple[tuple[int, int, str, int], ...] = ()  # for "piece": relocations inside it
+    pointers: tuple[tuple[object, ...], ...] = ()  # for "piece": what the relocations inside it mean
 
 
 def reference_point(obj: ObjectFile, rel: Relocation) -> int | None:
@@ -86,8 +87,8 @@ def reference_point(obj: ObjectFile, rel: Relocation) -> int | None:
     return point + (instruction.end - rel.offset)
 
 
-def resolve(obj: ObjectFile, rel: Relocation) -> Target:
-    """The meaning of a relocation in *obj*."""
+def resolve(obj: ObjectFile, rel: Relocation, depth: int = 0) -> Target:
+    """The meaning of a relocation in *obj* (*depth*: how deep inside pieces' own pointers this is)."""
     symbol = obj.symbols[rel.symbol]
     if symbol.section == "SHN_UNDEF":
         return Target("external", name=symbol.name, offset=rel.addend)
@@ -115,7 +116,7 @@ def resolve(obj: ObjectFile, rel: Relocation) -> Target:
     if read_only(section):
         end = _next_point(obj, section, point)
         return Target("piece", section=section, content=section.data[point:end], offset=address - point,
-                      pointers=_pointers_in(obj, section, point, end))
+                      pointers=_pointers_in(obj, section, point, end, depth))
     return Target("section", section=section, offset=address)
 
 
@@ -197,12 +198,24 @@ def _next_point(obj: ObjectFile, section: Section, point: int) -> int:
     return points[position] if position < len(points) else section.size
 
 
-def _pointers_in(obj: ObjectFile, section: Section, start: int, end: int) -> tuple[tuple[int, int, str, int], ...]:
-    """Relocations inside a piece, by the raw name of what they point at (a piece's own meaning)."""
-    result = []
+def _pointers_in(obj: ObjectFile, section: Section, start: int, end: int,
+                 depth: int) -> tuple[tuple[object, ...], ...]:
+    """What the relocations inside a piece point at: a table of string pointers means its strings.
+
+    Followed a few levels deep (a table of tables); below that, by the raw
+    name and addend, which can only make a piece look changed, never equal.
+    """
+    result: list[tuple[object, ...]] = []
     for rel in section.relocations:
-        if start <= rel.offset < end:
+        if not start <= rel.offset < end:
+            continue
+        if depth >= MAX_POINTER_DEPTH:
             target = obj.symbols[rel.symbol]
             name = target.name or (obj.sections[target.section].name if isinstance(target.section, int) else "")
             result.append((rel.offset - start, rel.type, name, rel.addend))
+            continue
+        meaning = resolve(obj, rel, depth + 1)
+        named = meaning.symbol.name if meaning.symbol is not None else meaning.name
+        result.append((rel.offset - start, rel.type, meaning.kind, named, meaning.content, meaning.pointers,
+                       meaning.offset))
     return tuple(result)
