@@ -581,14 +581,19 @@ class PatchPlanner:
         """
         assert self.base is not None
         unit = self.units[unit_index]
-        scope = self.base.libraries
-        export = scope.find(name)
-        if export is None and not scope.missing:
-            searched = ", ".join(path.rsplit("/", 1)[-1] for path in scope.libraries) or "none"
-            self.refuse(name, unit.file, model.UNDEFINED_SYMBOL,
-                        f"the patch uses {name}, which neither the program nor its libraries ({searched}) define")
-            return self._refused_symbol(name)
-        kind = export.kind if export is not None else "function"
+        imported = self.base.binary.import_types.get(name)
+        if imported is not None:  # the base imports it already: the linker recorded what it is
+            export = None
+            kind = {"STT_OBJECT": "variable", "STT_TLS": "tls"}.get(imported, "function")
+        else:
+            scope = self.base.libraries
+            export = scope.find(name)
+            if export is None and not scope.missing:
+                searched = ", ".join(path.rsplit("/", 1)[-1] for path in scope.libraries) or "none"
+                self.refuse(name, unit.file, model.UNDEFINED_SYMBOL,
+                            f"the patch uses {name}, which neither the program nor its libraries ({searched}) define")
+                return self._refused_symbol(name)
+            kind = export.kind if export is not None else "function"
         if kind == "tls" or rel.type in (R_X86_64_TPOFF32, R_X86_64_GOTTPOFF):
             self.refuse(name, unit.file, model.LIBRARY_DATA_REFERENCE,
                         f"new code uses {name}, a thread-local variable of {export.library if export else 'a library'}; "

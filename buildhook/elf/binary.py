@@ -52,6 +52,7 @@ class LinkedBinary:
         code_names = {name for _start, _end, name in self.code_sections}
         self.symbols: list[BinarySymbol] = []
         self.imports: set[str] = set()
+        self.import_types: dict[str, str] = {}  # imported name → its symbol type (STT_FUNC, STT_OBJECT …)
         symtab = elf.get_section_by_name(".symtab")
         if symtab is None:
             raise ValueError(f"{name} has no symbol table (stripped?); buildhook needs the unstripped link output")
@@ -62,6 +63,7 @@ class LinkedBinary:
             if shndx == "SHN_UNDEF":
                 if base_name:
                     self.imports.add(base_name)
+                    self.import_types.setdefault(base_name, entry.st_info.type)
                 continue
             if not isinstance(shndx, int) or entry.st_info.type in ("STT_SECTION", "STT_FILE"):
                 continue

@@ -45,6 +45,7 @@ import sys
 import termios
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -444,7 +445,8 @@ class CaseProcess:
         return self.process.poll() is None
 
 
-def run_program(binary: Path, batches: list[bytes], prepare=None) -> list[Answer]:  # type: ignore[no-untyped-def]
+def run_program(binary: Path, batches: list[bytes],
+                prepare: Callable[[CaseProcess], None] | None = None) -> list[Answer]:
     """A fresh process of *binary*: *prepare(process)* once it waits for input, then each batch, then the end."""
     with CaseProcess(binary) as process:
         if prepare is not None:
@@ -646,69 +648,84 @@ def _compare(verdict: Verdict, what: str, got: Answer, wanted: Answer, reference
 def check_behaviour(built: BuiltCase) -> Verdict:
     """Run the case's programs and compare them (see the module docstring)."""
     verdict = Verdict()
-    inputs = built.case.inputs
-    old_answers = run_program(built.old_binary, [inputs])
-    for answer in old_answers:
-        if answer.status not in (None, 0):
-            raise CaseError(f"the old program fails on the inputs: {answer.describe()}")
+    old_answer = run_program(built.old_binary, [built.case.inputs])[0]
+    if old_answer.status not in (None, 0):
+        raise CaseError(f"the old program fails on the inputs: {old_answer.describe()}")
     outcome = built.diff.outcome
     if outcome == "refused":
         if built.patch is not None:
             verdict.divergences.append(f"diff refused but wrote {built.patch}")
-        return verdict
-    if outcome == "no-change":
-        with CaseProcess(built.old_binary) as old:
-            new_answers = run_program(built.new_binary, [inputs],
-                                      lambda process: _copy_kept_variables(built, old.pid, process))
-        _compare(verdict, "diff said no change, but the new program", new_answers[0], old_answers[0], "the old one")
-        return verdict
-    if outcome != "patch" or built.patch is None:
+    elif outcome == "no-change":
+        _check_no_change(built, old_answer, verdict)
+    elif outcome == "patch" and built.patch is not None:
+        _check_patch(built, old_answer, verdict)
+    else:
         raise CaseError(f"diff gave {outcome!r} without a .po\n{built.diff.transcript}")
+    return verdict
+
+
+def _check_no_change(built: BuiltCase, old_answer: Answer, verdict: Verdict) -> None:
+    """No change means the new program answers as the old one (given the running values kept)."""
+    with CaseProcess(built.old_binary) as old:
+        new_answer = run_program(built.new_binary, [built.case.inputs],
+                                 lambda process: _copy_kept_variables(built, old.pid, process))[0]
+    _compare(verdict, "diff said no change, but the new program", new_answer, old_answer, "the old one")
+
+
+def _check_patch(built: BuiltCase, old_answer: Answer, verdict: Verdict) -> None:
+    """Apply to a waiting old process, feed it, compare with the new program; then revert and compare again."""
+    inputs = built.case.inputs
     with CaseProcess(built.old_binary) as patched:
-        new_answers = run_program(built.new_binary, [inputs],
-                                  lambda process: _copy_kept_variables(built, patched.pid, process))
-        if new_answers[0].status not in (None, 0):
-            raise CaseError(f"the new program fails on the inputs: {new_answers[0].describe()}")
-        if built.case.expect is not None and built.case.inputs_distinguish and new_answers[0] == old_answers[0]:
+        new_answer = run_program(built.new_binary, [inputs],
+                                 lambda process: _copy_kept_variables(built, patched.pid, process))[0]
+        if new_answer.status not in (None, 0):
+            raise CaseError(f"the new program fails on the inputs: {new_answer.describe()}")
+        if built.case.expect is not None and built.case.inputs_distinguish and new_answer == old_answer:
             raise CaseError("the inputs do not tell the old program from the new one: the oracle would "
                             "not see a patch that does nothing (change the input, or set "
                             "[oracle] inputs_distinguish = false with a reason)")
         before = _text_snapshot(patched.pid, built.old_binary)
         result = _buildhook(["apply", str(built.patch), "--pid", str(patched.pid), "--json"], built.env)
-        if result.returncode == 2:  # refused by the applier: the process must be exactly as it was
-            verdict.notes.append(f"apply refused: {result.stderr.strip()}")
-            if built.case.apply_refused is None:  # diff must not write a patch the applier refuses
-                verdict.divergences.append(f"the applier refused the patch diff wrote: {result.stderr.strip()}")
-            if _text_snapshot(patched.pid, built.old_binary) != before:
-                verdict.divergences.append(f"a refused apply changed the process: {result.stderr.strip()}")
-            answers = [patched.feed(inputs)]
-            answers[-1] = _merge(answers[-1], patched.finish())
-            _compare(verdict, "after a refused apply the process", answers[0], old_answers[0], "the old program")
-            return verdict
+        if result.returncode == 2:
+            _check_refused_apply(built, patched, before, result, old_answer, verdict)
+            return
         if result.returncode != 0:
             verdict.divergences.append(f"apply failed (exit {result.returncode}): {result.stderr.strip()}")
-            return verdict
+            return
         verdict.applied = True
         applied = patched.feed(inputs)
-        _compare(verdict, "patched process", _with_status(applied, patched), _final(new_answers[0]),
-                 "the new program")
-        if not patched.alive:
-            return verdict
-        result = _buildhook(["revert", "--pid", str(patched.pid), "--json"], built.env)
-        if result.returncode != 0:
-            verdict.divergences.append(f"revert failed (exit {result.returncode}): {result.stderr.strip()}")
-            return verdict
-        if _text_snapshot(patched.pid, built.old_binary)[1] != before[1]:
-            verdict.divergences.append("after revert the program's code is not what it was")
-        reference = run_program(built.old_binary, [inputs],
-                                lambda process: _copy_program_data(built.old_binary, patched.pid, process))
-        reverted = patched.feed(inputs)
-        end = patched.finish()
-        after = _merge(reverted, end)
-        _compare(verdict, "reverted process", after, reference[0], "the old program given the same data")
-        if after.status != 0:  # the same crash in the reference means the state itself is broken
-            verdict.divergences.append(f"the reverted process did not end well: {after.describe()}")
-    return verdict
+        _compare(verdict, "patched process", _with_status(applied, patched), _final(new_answer), "the new program")
+        if patched.alive:
+            _check_revert(built, patched, before, verdict)
+
+
+def _check_refused_apply(built: BuiltCase, patched: CaseProcess, before: tuple[str, bytes],
+                         result: subprocess.CompletedProcess[str], old_answer: Answer, verdict: Verdict) -> None:
+    """A refused apply leaves the process exactly as it was; the diff should not have written that patch."""
+    reason = result.stderr.strip()
+    verdict.notes.append(f"apply refused: {reason}")
+    if built.case.apply_refused is None:
+        verdict.divergences.append(f"the applier refused the patch diff wrote: {reason}")
+    if _text_snapshot(patched.pid, built.old_binary) != before:
+        verdict.divergences.append(f"a refused apply changed the process: {reason}")
+    answer = _merge(patched.feed(built.case.inputs), patched.finish())
+    _compare(verdict, "after a refused apply the process", answer, old_answer, "the old program")
+
+
+def _check_revert(built: BuiltCase, patched: CaseProcess, before: tuple[str, bytes], verdict: Verdict) -> None:
+    """After revert: the old code, byte for byte, running on whatever state the new code left."""
+    result = _buildhook(["revert", "--pid", str(patched.pid), "--json"], built.env)
+    if result.returncode != 0:
+        verdict.divergences.append(f"revert failed (exit {result.returncode}): {result.stderr.strip()}")
+        return
+    if _text_snapshot(patched.pid, built.old_binary)[1] != before[1]:
+        verdict.divergences.append("after revert the program's code is not what it was")
+    reference = run_program(built.old_binary, [built.case.inputs],
+                            lambda process: _copy_program_data(built.old_binary, patched.pid, process))[0]
+    after = _merge(patched.feed(built.case.inputs), patched.finish())
+    _compare(verdict, "reverted process", after, reference, "the old program given the same data")
+    if after.status != 0:  # the same crash in the reference means the state itself is broken
+        verdict.divergences.append(f"the reverted process did not end well: {after.describe()}")
 
 
 def _with_status(answer: Answer, process: CaseProcess) -> Answer:
