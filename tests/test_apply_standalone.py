@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import run
 
 ALLOWED_BUILDHOOK = {"buildhook", "buildhook.apply", "buildhook.po", "buildhook.po.format", "buildhook.po.reader",
-                     "buildhook.elf", "buildhook.elf.buildid"}
+                     "buildhook.elf", "buildhook.elf.buildid", "buildhook.elf.dynsym"}
 
 
 def test_applier_imports_only_stdlib_pyelftools_and_the_po_reader() -> None:

@@ -13,19 +13,16 @@
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
 from buildhook.apply.process import MappedObject
+from buildhook.elf.dynsym import DynamicExport, dynamic_exports
 
 R_X86_64_GLOB_DAT = 6
 R_X86_64_JUMP_SLOT = 7
-VERSYM_HIDDEN = 0x8000
-# pyelftools names ELF symbol type 10 STT_LOOS; for GNU objects it is STT_GNU_IFUNC.
-IFUNC_TYPES = frozenset({"STT_GNU_IFUNC", "STT_LOOS"})
 
 
 class SymbolError(Exception):
@@ -57,29 +54,6 @@ def _got_slots(item: MappedObject) -> dict[str, int]:
     return slots
 
 
-def _exports(item: MappedObject) -> dict[str, tuple[int, bool]]:
-    """Default-version defined dynamic symbols of a library: name → (value, is IFUNC)."""
-    elf = ELFFile(io.BytesIO(item.file_bytes))
-    dynsym = elf.get_section_by_name(".dynsym")
-    if dynsym is None:
-        return {}
-    versym = elf.get_section_by_name(".gnu.version")
-    versions = struct.unpack(f"<{versym.data_size // 2}H", versym.data()) if versym is not None else ()
-    exports: dict[str, tuple[int, bool]] = {}
-    for index, symbol in enumerate(dynsym.iter_symbols()):
-        entry = symbol.entry
-        if entry.st_shndx == "SHN_UNDEF" or entry.st_info.bind not in ("STB_GLOBAL", "STB_WEAK"):
-            continue
-        if entry.st_info.type not in ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE") and entry.st_info.type not in IFUNC_TYPES:
-            continue
-        hidden = bool(versions and versions[index] & VERSYM_HIDDEN)
-        if hidden and symbol.name in exports:
-            continue
-        if not hidden or symbol.name not in exports:
-            exports[symbol.name] = (entry.st_value, entry.st_info.type in IFUNC_TYPES)
-    return exports
-
-
 class SymbolResolver:
     """Looks symbols up in one process; GOT values are read through *read_word*."""
 
@@ -88,7 +62,7 @@ class SymbolResolver:
         self.libraries = [item for item in libraries if item is not target]
         self._read_word = read_word
         self._slots = _got_slots(target)
-        self._exports: dict[str, dict[str, tuple[int, bool]]] = {}
+        self._exports: dict[str, dict[str, DynamicExport]] = {}
 
     def resolve(self, name: str) -> LibrarySymbol:
         slot = self._slots.get(name)
@@ -97,8 +71,8 @@ class SymbolResolver:
             if value:
                 return LibrarySymbol(value, False, self.target.path + " (GOT)")
         for library in self.libraries:
-            exports = self._exports.setdefault(library.path, _exports(library))
-            if name in exports:
-                value, ifunc = exports[name]
-                return LibrarySymbol(library.bias + value, ifunc, library.path)
+            exports = self._exports.setdefault(library.path, dynamic_exports(library.file_bytes))
+            found = exports.get(name)
+            if found is not None and found.kind != "tls":
+                return LibrarySymbol(library.bias + found.value, found.ifunc, library.path)
         raise SymbolError(f"the patch calls {name}, which no library loaded in the process exports")

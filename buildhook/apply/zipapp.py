@@ -1,7 +1,7 @@
 """``buildhook applier-zipapp OUT.pyz``: the applier as one file for production hosts.
 
-The archive holds the applier, the .po reader, the build-id reader and
-pyelftools, and nothing of the build side, so a host with only ``python3``
+The archive holds the applier, the .po reader, the build-id and
+dynamic-symbol readers and pyelftools, and nothing of the build side, so a host with only ``python3``
 can run ``python3 buildhook-apply.pyz apply X.po --pid N``.
 """
 
@@ -19,7 +19,7 @@ import buildhook
 
 # The applier's modules, relative to the buildhook package (see the import test).
 APPLIER_FILES = ("__init__.py", "apply", "po/__init__.py", "po/format.py", "po/reader.py",
-                 "elf/__init__.py", "elf/buildid.py")
+                 "elf/__init__.py", "elf/buildid.py", "elf/dynsym.py")
 MAIN = "import sys\nfrom buildhook.apply.cli import main\nsys.exit(main())\n"
 
 

@@ -25,7 +25,6 @@ Refusals are collected, not raised: a patch author wants every reason at once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from buildhook.diff import model
@@ -86,7 +85,7 @@ class OldDefinition:
 
     @property
     def file(self) -> str:
-        return os.path.basename(self.item.source or self.item.display_path)
+        return self.item.source_name
 
     @property
     def bodies(self) -> dict[str, FunctionBody]:
@@ -165,11 +164,12 @@ class PatchPlanner:
     def _read(self, item: LinkInput) -> ObjectFile:
         return ObjectFile(self.store.blobs.read(item.sha256), item.display_path)
 
-    def _add_unit(self, pair: ObjectPair, changed: bool) -> int:
+    def _add_unit(self, pair: ObjectPair, changed: bool, parsed: ObjectFile | None = None) -> int:
+        """Add an object pair (*parsed*: an unchanged object, read already, which is both sides)."""
         assert pair.new is not None
-        unit = Unit(pair, self._read(pair.new))
+        unit = Unit(pair, parsed or self._read(pair.new))
         if pair.old is not None:
-            unit.old = self._read(pair.old)
+            unit.old = parsed or self._read(pair.old)
             unit.comparison = ObjectComparison(unit.old, unit.new)
             unit.bodies = unit.comparison.new_bodies
             self._note_old_globals(pair.old, unit.old)
@@ -321,7 +321,7 @@ class PatchPlanner:
             obj = ObjectFile(data, pair.new.display_path)
             if any(symbol.name in names and symbol.section == "SHN_UNDEF" for symbol in obj.symbols):
                 self._unchanged_pairs.remove(pair)
-                self._add_unit(pair, changed=False)
+                self._add_unit(pair, changed=False, parsed=obj)
                 loaded = True
         return loaded
 

@@ -33,8 +33,7 @@ class ObjectPair:
         """The source file's base name, as refusals and results name it."""
         item = self.new or self.old
         assert item is not None
-        path = item.source or item.display_path
-        return os.path.basename(path)
+        return item.source_name
 
 
 def _keys(link: LinkRecord) -> list[Callable[[LinkInput], str | None]]:

@@ -123,10 +123,10 @@ def resolve(obj: ObjectFile, rel: Relocation, depth: int = 0) -> Target:
 def _covering_symbol(obj: ObjectFile, section: Section, point: int) -> Symbol | None:
     """The named symbol holding *point*; else the one *point* is one past the end of; else its section's own.
 
-    An offset outside every symbol still names the only variable of a
-    section of its own (``-fdata-sections``: ``.bss.ring.0`` at ``ring - 4``
-    for an index that starts at 1), or of a writable section (which holds
-    nothing but variables).
+    An offset outside the section still names its only variable
+    (``-fdata-sections``: ``.bss.ring.0`` at ``ring - 4`` for an index that
+    starts at 1).  Inside a read-only section, an offset no symbol holds is
+    anonymous data, which the caller has already made a piece of.
     """
     covering = obj.symbol_covering(section.index, point)
     if covering is not None:
@@ -135,9 +135,44 @@ def _covering_symbol(obj: ObjectFile, section: Section, point: int) -> Symbol | 
     ending = [symbol for symbol in candidates if symbol.size and symbol.value + symbol.size == point]
     if len(ending) == 1:
         return ending[0]
-    if len(candidates) == 1 and (not read_only(section) or section.name.endswith("." + candidates[0].name)):
-        return candidates[0]
-    return None
+    return candidates[0] if len(candidates) == 1 else None
+
+
+@dataclass
+class _References:
+    """Where the symbols and relocations of one object point, per target section (one pass, cached)."""
+
+    points: dict[int, list[int]]  # section index → sorted offsets symbols start/end at or relocations refer to
+    anonymous: set[int]           # sections something refers into where no symbol is
+
+
+_REFERENCES: weakref.WeakKeyDictionary[ObjectFile, _References] = weakref.WeakKeyDictionary()
+
+
+def _references(obj: ObjectFile) -> _References:
+    cached = _REFERENCES.get(obj)
+    if cached is not None:
+        return cached
+    points: dict[int, set[int]] = {}
+    anonymous: set[int] = set()
+    for symbol in obj.symbols:
+        if isinstance(symbol.section, int) and symbol.type not in ("STT_SECTION", "STT_FILE"):
+            points.setdefault(symbol.section, set()).update((symbol.value, symbol.value + symbol.size))
+    for section in obj.sections:
+        for rel in section.relocations:
+            target = obj.symbols[rel.symbol]
+            if not isinstance(target.section, int):
+                continue
+            point = reference_point(obj, rel)
+            if point is None:
+                continue
+            points.setdefault(target.section, set()).add(point)
+            if target.type in ("STT_SECTION", "STT_NOTYPE") and 0 <= point < obj.sections[target.section].size \
+                    and obj.symbol_covering(target.section, point) is None:
+                anonymous.add(target.section)
+    cached = _References({index: sorted(values) for index, values in points.items()}, anonymous)
+    _REFERENCES[obj] = cached
+    return cached
 
 
 def _has_anonymous_data(obj: ObjectFile, section: Section) -> bool:
@@ -149,51 +184,11 @@ def _has_anonymous_data(obj: ObjectFile, section: Section) -> bool:
     as the string after it, means the same bytes in the old and the new
     build, and patch code uses one consistent copy.
     """
-    sections = _ANONYMOUS.get(obj)
-    if sections is None:
-        sections = set()
-        for holder in obj.sections:
-            for rel in holder.relocations:
-                target = obj.symbols[rel.symbol]
-                if not isinstance(target.section, int) or target.section in sections:
-                    continue
-                if target.type not in ("STT_SECTION", "STT_NOTYPE"):
-                    continue
-                point = reference_point(obj, rel)
-                size = obj.sections[target.section].size
-                if point is not None and 0 <= point < size and obj.symbol_covering(target.section, point) is None:
-                    sections.add(target.section)
-        _ANONYMOUS[obj] = sections
-    return section.index in sections
-
-
-_POINTS: weakref.WeakKeyDictionary[ObjectFile, dict[int, list[int]]] = weakref.WeakKeyDictionary()
-_ANONYMOUS: weakref.WeakKeyDictionary[ObjectFile, set[int]] = weakref.WeakKeyDictionary()
-
-
-def _reference_points(obj: ObjectFile) -> dict[int, list[int]]:
-    """Section index → sorted offsets that symbols or relocations of *obj* point at (cached)."""
-    cached = _POINTS.get(obj)
-    if cached is not None:
-        return cached
-    points: dict[int, set[int]] = {}
-    for symbol in obj.symbols:
-        if isinstance(symbol.section, int) and symbol.type not in ("STT_SECTION", "STT_FILE"):
-            points.setdefault(symbol.section, set()).update((symbol.value, symbol.value + symbol.size))
-    for section in obj.sections:
-        for rel in section.relocations:
-            target = obj.symbols[rel.symbol]
-            if isinstance(target.section, int):
-                point = reference_point(obj, rel)
-                if point is not None:
-                    points.setdefault(target.section, set()).add(point)
-    result = {index: sorted(values) for index, values in points.items()}
-    _POINTS[obj] = result
-    return result
+    return section.index in _references(obj).anonymous
 
 
 def _next_point(obj: ObjectFile, section: Section, point: int) -> int:
-    points = _reference_points(obj).get(section.index, [])
+    points = _references(obj).points.get(section.index, [])
     position = bisect.bisect_right(points, point)
     return points[position] if position < len(points) else section.size
 

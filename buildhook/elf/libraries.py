@@ -15,13 +15,14 @@ from __future__ import annotations
 import functools
 import io
 import os
-import struct
 import subprocess
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+
+from buildhook.elf.dynsym import DynamicExport, dynamic_exports
 
 DEFAULT_FOLDERS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib")
 
@@ -95,33 +96,13 @@ def _locate(name: str, folders: list[str], origin: str) -> str | None:
     return None
 
 
-SYMBOL = struct.Struct("<IBBHQQ")  # Elf64_Sym: name, info, other, shndx, value, size
-KINDS = {1: "variable", 0: "variable", 5: "variable", 2: "function", 10: "function", 6: "tls"}  # by STT_*
-
-
 @functools.lru_cache(maxsize=256)
-def _library(path: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """(needed, run-path, ((name, kind), …) exported) of one library file.
-
-    The dynamic symbol table is unpacked in bulk: pyelftools' per-symbol
-    parse of libc's ~3,000 took 0.4 s, most of a small diff.
-    """
+def _library(path: str) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, DynamicExport]]:
+    """(needed, run-path, exports) of one library file, read once per process."""
     with open(path, "rb") as stream:
         data = stream.read()
-    elf = ELFFile(io.BytesIO(data))
-    needed, runpath = _dynamic(elf)
-    exports = []
-    dynsym = elf.get_section_by_name(".dynsym")
-    if dynsym is not None:
-        strings = elf.get_section(dynsym.header.sh_link).data()
-        table = data[dynsym.header.sh_offset:dynsym.header.sh_offset + dynsym.header.sh_size]
-        for name_at, info, _other, shndx, _value, _size in SYMBOL.iter_unpack(table):
-            kind = KINDS.get(info & 0xF)
-            if shndx == 0 or info >> 4 not in (1, 2) or kind is None:  # undefined; not GLOBAL/WEAK
-                continue
-            end = strings.find(b"\0", name_at)
-            exports.append((strings[name_at:end].decode("utf-8", "replace"), kind))
-    return tuple(needed), tuple(runpath), tuple(exports)
+    needed, runpath = _dynamic(ELFFile(io.BytesIO(data)))
+    return tuple(needed), tuple(runpath), dynamic_exports(data)
 
 
 def library_scope(binary: bytes, binary_path: str) -> LibraryScope:
@@ -151,7 +132,7 @@ def library_scope(binary: bytes, binary_path: str) -> LibraryScope:
             missing.append(name)
             continue
         libraries.append(path)
-        for symbol, kind in library_exports:
-            exports.setdefault(symbol, LibraryExport(symbol, kind, path))
+        for symbol, export in library_exports.items():
+            exports.setdefault(symbol, LibraryExport(symbol, export.kind, path))
         queue.extend((sub, sub_runpath, os.path.dirname(path)) for sub in sub_needed)
     return LibraryScope(libraries, missing, exports)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -48,6 +50,11 @@ class LinkInput:
     def display_path(self) -> str:
         """``lib.a(member.o)`` for members, the path otherwise."""
         return f"{self.path}({self.member})" if self.member else self.path
+
+    @property
+    def source_name(self) -> str:
+        """The source file's base name (the object's when unknown), as diffs and patches name it."""
+        return os.path.basename(self.source or self.display_path)
 
     @property
     def is_program_code(self) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,9 +109,104 @@ def generate(seed: int) -> Program:
     return Program(features, rng.choice(OPTIMISATIONS), rng.random() < 0.7, rng.random() < 0.7)
 
 
-MUTATIONS = ("constant", "operator", "string", "new_string", "new_helper", "move_function", "table_entry",
-             "ops_entry", "switch_case", "line_shift", "initial_value", "make_writable", "names_entry",
-             "new_static_local", "new_global")
+def _constant(feature: Feature, rng: random.Random) -> str:
+    constants = feature.params["expr"]["constants"]
+    position = rng.randrange(len(constants))
+    constants[position] = rng.randint(1, 5000)
+    return f"constant {position} of {feature.name}"
+
+
+def _operator(feature: Feature, rng: random.Random) -> str:
+    ops = feature.params["expr"]["ops"]
+    position = rng.randrange(len(ops))
+    ops[position] = rng.choice([op for op in OPERATORS if op != ops[position]])
+    return f"operator {position} of {feature.name}"
+
+
+def _replace_word(key: str, count: int, separator: str, what: str):  # type: ignore[no-untyped-def]
+    def edit(feature: Feature, rng: random.Random) -> str:
+        position = rng.randrange(count)
+        feature.params[key][position] = rng.choice(WORDS) + separator + str(rng.randint(0, 99))
+        return f"{what} {position} of {feature.name}"
+    return edit
+
+
+def _new_string(feature: Feature, rng: random.Random) -> str:
+    feature.params["extra"] = rng.choice(WORDS) + "+"
+    return f"new string in {feature.name}"
+
+
+def _new_helper(feature: Feature, rng: random.Random) -> str:
+    feature.params["extra_helper"] = _expression(rng, 1)
+    return f"new static helper called by {feature.name}"
+
+
+def _move_function(feature: Feature, rng: random.Random) -> str:
+    feature.file = "util.c"
+    if rng.random() < 0.7:
+        feature.params["expr"]["constants"][0] += 1
+    return f"{feature.name} moved to util.c"
+
+
+def _table_entry(feature: Feature, rng: random.Random) -> str:
+    position = rng.randrange(8)
+    feature.params["values"][position] = rng.randint(1000, 1999)
+    return f"entry {position} of {feature.name}"
+
+
+def _ops_entry(feature: Feature, rng: random.Random) -> str:
+    position = rng.randrange(4)
+    feature.params["order"][position] = (feature.params["order"][position] + 1) % 3
+    return f"entry {position} of {feature.name}"
+
+
+def _switch_case(feature: Feature, rng: random.Random) -> str:
+    position = rng.randrange(len(feature.params["cases"]))
+    feature.params["cases"][position] = rng.randint(1, 9999)
+    return f"case {position} of {feature.name}"
+
+
+def _line_shift(feature: Feature, rng: random.Random) -> str:
+    feature.params["padding"] += rng.randint(1, 4)
+    return f"lines added above {feature.name}"
+
+
+def _initial_value(feature: Feature, rng: random.Random) -> str:
+    feature.params["initial"] += rng.randint(1, 9)
+    return f"initial value of {feature.name}"
+
+
+def _once(key: str, value, said: str):  # type: ignore[no-untyped-def]
+    """A mutation that sets a parameter once: a feature that has it already is not a candidate."""
+    def edit(feature: Feature, rng: random.Random) -> str | None:
+        if key in feature.params:
+            return None
+        feature.params[key] = value(rng)
+        return said.format(name=feature.name)
+    return edit
+
+
+# mutation → (the feature kinds it applies to, how it changes one of them)
+MUTATIONS: dict[str, tuple[tuple[str, ...], Callable[[Feature, random.Random], str | None]]] = {
+    "constant": (("helper", "global_helper", "counter", "table", "global_table", "switch", "tunable", "assert",
+                  "constant_global"), _constant),
+    "operator": (("helper", "global_helper", "counter", "switch"), _operator),
+    "string": (("strings",), _replace_word("words", 3, "-", "string")),
+    "new_string": (("strings",), _new_string),
+    "new_helper": (("helper", "global_helper", "counter", "switch"), _new_helper),
+    "move_function": (("global_helper",), _move_function),
+    "table_entry": (("table", "global_table"), _table_entry),
+    "ops_entry": (("ops_table",), _ops_entry),
+    "switch_case": (("switch",), _switch_case),
+    "line_shift": (("assert",), _line_shift),
+    "initial_value": (("tunable", "counter"), _initial_value),
+    "make_writable": (("constant_global",), _once("writable", lambda rng: True, "{name} made writable")),
+    "names_entry": (("names",), _replace_word("words", 4, "/", "name")),
+    "new_static_local": (("helper", "global_helper"),
+                         _once("seen", lambda rng: rng.randint(0, 9), "new static local in {name}")),
+    "new_global": (("helper", "global_helper"),
+                   _once("new_global", lambda rng: rng.randint(1, 9), "new global variable used by {name}")),
+}
 
 
 def mutate(program: Program, seed: int) -> tuple[Program, str]:
@@ -118,124 +214,16 @@ def mutate(program: Program, seed: int) -> tuple[Program, str]:
     rng = random.Random(seed * 7919 + 1)
     new = copy.deepcopy(program)
     done = []
+    names = tuple(MUTATIONS)
     for _ in range(1 if rng.random() < 0.8 else 2):
         for _attempt in range(20):
-            mutation = rng.choice(MUTATIONS)
-            said = _apply_mutation(new, mutation, rng)
+            kinds, edit = MUTATIONS[rng.choice(names)]
+            candidates = [feature for feature in new.features if feature.kind in kinds]
+            said = edit(rng.choice(candidates), rng) if candidates else None
             if said:
                 done.append(said)
                 break
     return new, "; ".join(done) or "nothing"
-
-
-def _apply_mutation(program: Program, mutation: str, rng: random.Random) -> str | None:
-    def pick(*kinds: str) -> Feature | None:
-        candidates = [f for f in program.features if f.kind in kinds]
-        return rng.choice(candidates) if candidates else None
-
-    if mutation == "constant":
-        feature = pick("helper", "global_helper", "counter", "table", "global_table", "switch", "tunable", "assert",
-                       "constant_global")
-        if feature is None:
-            return None
-        constants = feature.params["expr"]["constants"]
-        position = rng.randrange(len(constants))
-        constants[position] = rng.randint(1, 5000)
-        return f"constant {position} of {feature.name}"
-    if mutation == "operator":
-        feature = pick("helper", "global_helper", "counter", "switch")
-        if feature is None:
-            return None
-        ops = feature.params["expr"]["ops"]
-        position = rng.randrange(len(ops))
-        ops[position] = rng.choice([op for op in OPERATORS if op != ops[position]])
-        return f"operator {position} of {feature.name}"
-    if mutation == "string":
-        feature = pick("strings")
-        if feature is None:
-            return None
-        position = rng.randrange(3)
-        feature.params["words"][position] = rng.choice(WORDS) + "-" + str(rng.randint(0, 99))
-        return f"string {position} of {feature.name}"
-    if mutation == "new_string":
-        feature = pick("strings")
-        if feature is None:
-            return None
-        feature.params["extra"] = rng.choice(WORDS) + "+"
-        return f"new string in {feature.name}"
-    if mutation == "new_helper":
-        feature = pick("helper", "global_helper", "counter", "switch")
-        if feature is None:
-            return None
-        feature.params["extra_helper"] = _expression(rng, 1)
-        return f"new static helper called by {feature.name}"
-    if mutation == "move_function":
-        feature = pick("global_helper")
-        if feature is None:
-            return None
-        feature.file = "util.c"
-        if rng.random() < 0.7:
-            feature.params["expr"]["constants"][0] += 1
-        return f"{feature.name} moved to util.c"
-    if mutation == "table_entry":
-        feature = pick("table", "global_table")
-        if feature is None:
-            return None
-        position = rng.randrange(8)
-        feature.params["values"][position] = rng.randint(1000, 1999)
-        return f"entry {position} of {feature.name}"
-    if mutation == "ops_entry":
-        feature = pick("ops_table")
-        if feature is None:
-            return None
-        position = rng.randrange(4)
-        feature.params["order"][position] = (feature.params["order"][position] + 1) % 3
-        return f"entry {position} of {feature.name}"
-    if mutation == "switch_case":
-        feature = pick("switch")
-        if feature is None:
-            return None
-        position = rng.randrange(len(feature.params["cases"]))
-        feature.params["cases"][position] = rng.randint(1, 9999)
-        return f"case {position} of {feature.name}"
-    if mutation == "line_shift":
-        feature = pick("assert")
-        if feature is None:
-            return None
-        feature.params["padding"] += rng.randint(1, 4)
-        return f"lines added above {feature.name}"
-    if mutation == "initial_value":
-        feature = pick("tunable", "counter")
-        if feature is None:
-            return None
-        feature.params["initial"] += rng.randint(1, 9)
-        return f"initial value of {feature.name}"
-    if mutation == "make_writable":
-        feature = pick("constant_global")
-        if feature is None or feature.params.get("writable"):
-            return None
-        feature.params["writable"] = True
-        return f"{feature.name} made writable"
-    if mutation == "names_entry":
-        feature = pick("names")
-        if feature is None:
-            return None
-        position = rng.randrange(4)
-        feature.params["words"][position] = rng.choice(WORDS) + "/" + str(rng.randint(0, 99))
-        return f"name {position} of {feature.name}"
-    if mutation == "new_static_local":
-        feature = pick("helper", "global_helper")
-        if feature is None or "seen" in feature.params:
-            return None
-        feature.params["seen"] = rng.randint(0, 9)
-        return f"new static local in {feature.name}"
-    if mutation == "new_global":
-        feature = pick("helper", "global_helper")
-        if feature is None or "new_global" in feature.params:
-            return None
-        feature.params["new_global"] = rng.randint(1, 9)
-        return f"new global variable used by {feature.name}"
-    raise ValueError(mutation)
 
 
 # -- rendering -------------------------------------------------------------------------

@@ -105,6 +105,7 @@ class Case:
     expect: Expectation | None = None
     inputs_distinguish: bool = True
     apply_refused: str | None = None  # the applier is expected to refuse the patch, and why
+    unsupported: str | None = None    # the oracle cannot judge this case, and why (checked: it says so)
     description: str = ""
 
     @classmethod
@@ -130,6 +131,7 @@ class Case:
             inputs=(input_file if input_file.is_file() else DEFAULT_INPUT).read_bytes(),
             inputs_distinguish=oracle.get("inputs_distinguish", True),
             apply_refused=oracle.get("apply_refused"),
+            unsupported=oracle.get("unsupported"),
             description=data.get("description", ""),
         )
         if "expect" in data:
@@ -191,7 +193,8 @@ def _check(result: subprocess.CompletedProcess[str], quiet: bool) -> None:
         raise CaseError(f"unexpected output on stderr (a warning?):\n{describe(result)}")
 
 
-def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str], extra_ldflags: tuple[str, ...] | list[str] = ()) -> Path:
+def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str],
+                  extra_ldflags: tuple[str, ...] | list[str] = ()) -> Path:
     """Copy a version's sources into *folder*, compile each .c on its own, link them; return the binary.
 
     Relative paths, so ``__FILE__`` is the base name; objects in file-name order.
@@ -445,15 +448,12 @@ class CaseProcess:
         return self.process.poll() is None
 
 
-def run_program(binary: Path, batches: list[bytes],
-                prepare: Callable[[CaseProcess], None] | None = None) -> list[Answer]:
-    """A fresh process of *binary*: *prepare(process)* once it waits for input, then each batch, then the end."""
+def run_program(binary: Path, inputs: bytes, prepare: Callable[[CaseProcess], None] | None = None) -> Answer:
+    """A fresh process of *binary*: *prepare(process)* once it waits for input, then the inputs, then the end."""
     with CaseProcess(binary) as process:
         if prepare is not None:
             prepare(process)
-        answers = [process.feed(batch) for batch in batches]
-        answers[-1] = _merge(answers[-1], process.finish())
-        return answers
+        return _merge(process.feed(inputs), process.finish())
 
 
 def _merge(last: Answer, end: Answer) -> Answer:
@@ -648,7 +648,7 @@ def _compare(verdict: Verdict, what: str, got: Answer, wanted: Answer, reference
 def check_behaviour(built: BuiltCase) -> Verdict:
     """Run the case's programs and compare them (see the module docstring)."""
     verdict = Verdict()
-    old_answer = run_program(built.old_binary, [built.case.inputs])[0]
+    old_answer = run_program(built.old_binary, built.case.inputs)
     if old_answer.status not in (None, 0):
         raise CaseError(f"the old program fails on the inputs: {old_answer.describe()}")
     outcome = built.diff.outcome
@@ -667,8 +667,8 @@ def check_behaviour(built: BuiltCase) -> Verdict:
 def _check_no_change(built: BuiltCase, old_answer: Answer, verdict: Verdict) -> None:
     """No change means the new program answers as the old one (given the running values kept)."""
     with CaseProcess(built.old_binary) as old:
-        new_answer = run_program(built.new_binary, [built.case.inputs],
-                                 lambda process: _copy_kept_variables(built, old.pid, process))[0]
+        new_answer = run_program(built.new_binary, built.case.inputs,
+                                 lambda process: _copy_kept_variables(built, old.pid, process))
     _compare(verdict, "diff said no change, but the new program", new_answer, old_answer, "the old one")
 
 
@@ -676,8 +676,8 @@ def _check_patch(built: BuiltCase, old_answer: Answer, verdict: Verdict) -> None
     """Apply to a waiting old process, feed it, compare with the new program; then revert and compare again."""
     inputs = built.case.inputs
     with CaseProcess(built.old_binary) as patched:
-        new_answer = run_program(built.new_binary, [inputs],
-                                 lambda process: _copy_kept_variables(built, patched.pid, process))[0]
+        new_answer = run_program(built.new_binary, inputs,
+                                 lambda process: _copy_kept_variables(built, patched.pid, process))
         if new_answer.status not in (None, 0):
             raise CaseError(f"the new program fails on the inputs: {new_answer.describe()}")
         if built.case.expect is not None and built.case.inputs_distinguish and new_answer == old_answer:
@@ -720,8 +720,8 @@ def _check_revert(built: BuiltCase, patched: CaseProcess, before: tuple[str, byt
         return
     if _text_snapshot(patched.pid, built.old_binary)[1] != before[1]:
         verdict.divergences.append("after revert the program's code is not what it was")
-    reference = run_program(built.old_binary, [built.case.inputs],
-                            lambda process: _copy_program_data(built.old_binary, patched.pid, process))[0]
+    reference = run_program(built.old_binary, built.case.inputs,
+                            lambda process: _copy_program_data(built.old_binary, patched.pid, process))
     after = _merge(patched.feed(built.case.inputs), patched.finish())
     _compare(verdict, "reverted process", after, reference, "the old program given the same data")
     if after.status != 0:  # the same crash in the reference means the state itself is broken
