@@ -81,6 +81,7 @@ def make_patch(store: Store, base: LinkRecord, new: LinkRecord, from_tag: str, t
             {"name": f.name, "file": f.file, "old_address": f.old_address, "old_size": f.old_size,
              "old_sha256": f.old_sha256, "room": f.room, "new_size": f.new_size, "reached": f.reached,
              "old_parts": [list(part) for part in f.old_parts],
+             "entry_copy": f.entry_copy, "entry_copy_refused": f.entry_copy_refused,
              "symbol": f.symbol}
             for f in result.replaced
         ],

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from buildhook.diff import model
+from buildhook.diff import entrycopy, model
 from buildhook.diff.base import BaseProgram
 from buildhook.diff.bodies import BodyPart, FunctionBody, function_bodies
 from buildhook.diff.compare import ObjectComparison
@@ -683,6 +683,17 @@ class PatchPlanner:
         return [(self.base.section_address(old.item, part.section.name) + part.start, part.end - part.start)
                 for part in old_body.parts if part.role == "cold"]
 
+    def _entry_copy(self, address: int, size: int, parts: list[tuple[int, int]]) -> tuple[dict | None, str]:
+        """The old function's entry copy for the applier's gate, or why there is none (see entrycopy.py)."""
+        assert self.base is not None
+        binary = self.base.binary
+        try:
+            copy = entrycopy.entry_copy(binary.bytes_at(address, size), address,
+                                        [(start, binary.bytes_at(start, length)) for start, length in parts])
+        except (entrycopy.EntryNotCopyable, ValueError) as exc:
+            return None, str(exc)
+        return copy.to_json(), ""
+
     # -- results -------------------------------------------------------------
 
     def refuse(self, symbol: str, file: str, rule: str, message: str) -> None:
@@ -713,9 +724,12 @@ class PatchPlanner:
             address = self.base.symbol_address(old.item, old.obj, old.symbol)
             section = old.obj.sections[old.symbol.section].name  # type: ignore[index]
             room = self.base.binary.room_at(address)
+            old_parts = self._old_cold_parts(old)
             entry = model.FunctionEntry(old.symbol.name, old.file, new_size, address, old.symbol.size,
                                         self.base.binary.sha256_at(address, old.symbol.size), room,
-                                        old_parts=self._old_cold_parts(old), symbol=symbol_index)
+                                        old_parts=old_parts, symbol=symbol_index)
+            entry.entry_copy, entry.entry_copy_refused = self._entry_copy(address, max(old.symbol.size, room),
+                                                                          old_parts)
             self.result.replaced.append(entry)
             if room < JUMP_SIZE:
                 self.refuse(name, old.file, model.FUNCTION_TOO_SHORT,

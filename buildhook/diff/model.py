@@ -57,6 +57,8 @@ class FunctionEntry:
     reached: str = "jump at old entry"
     old_parts: list[tuple[int, int]] = field(default_factory=list)  # (address, size) of old .cold parts
     symbol: int = -1  # the patch symbol of its new code (metadata only)
+    entry_copy: dict | None = None  # its first instructions, relocatable (entrycopy.py), for the applier's gate
+    entry_copy_refused: str = ""  # why there is no entry copy
 
 
 @dataclass
