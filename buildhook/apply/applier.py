@@ -22,25 +22,88 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from buildhook.apply import ptrace
-from buildhook.apply.loader import STATE_SIZE, PatchLayout, RelocationError, jump_bytes, plan_layout, relocate
-from buildhook.apply.process import MappedObject, ProcessError, find_target, free_gap_near, mapped_objects, read_maps
-from buildhook.apply.safety import BusyRange, MapIndex, RangeSet, busy_threads, stack_ranges, unwind_tables
-from buildhook.apply.state import MEMFD_PREFIX, AppliedPatch, RedirectedFunction, applied_patches
+from buildhook.apply import gates, ptrace
+from buildhook.apply.inject import (
+    DATA_OFFSET,
+    SIG_SETMASK,
+    SLOTS_OFFSET,
+    STUB_SIZE,
+    SYS,
+    SYS_GETPID,
+    SYS_RT_SIGPROCMASK,
+    TAIL_SYSCALL,
+    InjectionError,
+    Injector,
+    stub_place,
+)
+from buildhook.apply.loader import (
+    STATE_SIZE,
+    PatchLayout,
+    RelocationError,
+    jump_bytes,
+    plan_layout,
+    relocate,
+)
+from buildhook.apply.preflight import (
+    TargetUnsuitable,
+    check_seccomp,
+    check_system,
+    next_fd,
+)
+from buildhook.apply.process import (
+    PAGE,
+    MappedObject,
+    ProcessError,
+    find_target,
+    free_gap_near,
+    mapped_objects,
+    proc_dir,
+    read_maps,
+)
+from buildhook.apply.safety import (
+    BusyRange,
+    MapIndex,
+    RangeSet,
+    busy_threads,
+    stack_ranges,
+    unwind_tables,
+)
+from buildhook.apply.state import (
+    MEMFD_PREFIX,
+    AppliedPatch,
+    RedirectedFunction,
+    condition,
+    recorded_patches,
+)
 from buildhook.apply.symbols import SymbolError, SymbolResolver
-from buildhook.apply.threads import ThreadGroup, TraceDenied
+from buildhook.apply.threads import (
+    STOP_BUDGET_S,
+    ThreadGroup,
+    ThreadWontStop,
+    TraceDenied,
+)
 from buildhook.po import format as fmt
 from buildhook.po.reader import PatchObject
 
 SYS_CLOSE, SYS_MMAP, SYS_MUNMAP, SYS_MEMFD_CREATE = 3, 9, 11, 319
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_SHARED, MAP_FIXED_NOREPLACE = 0x01, 0x100000
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED_NOREPLACE = 0x01, 0x02, 0x100000
 MFD_CLOEXEC = 1
 JUMP_SIZE = 5
 RETRY_PAUSE_S = 0.005
+
+
+def _after_late_stop() -> float:
+    """How long to let the process run after a stop gave up on a late thread: the late stop held the
+    others for a whole budget, so wait ten budgets (the process runs >90% of the time meanwhile)."""
+    return max(RETRY_PAUSE_S, 10 * STOP_BUDGET_S)
+_T = TypeVar("_T")
 
 
 class ApplyRefused(Exception):
@@ -64,83 +127,102 @@ class ApplyReport:
                 "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries}
 
 
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 class _Session:
-    """One apply or revert on one process: the seized threads and the open memory."""
+    """One apply or revert on one process: the seized threads, the open memory, the return stub."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, timeout: float, target: MappedObject | None = None) -> None:
         self.pid = pid
+        self.deadline = time.monotonic() + timeout
         self.group = ThreadGroup(pid)
         self.memory = ptrace.ProcessMemory(pid)
-        self._gadget: int | None = None
+        self.target = target
+        self._stub: int | None = None
+        self._padding = b""  # what the stub overwrote, put back at the end
+        self._stub_in_use = False
+        self._checked = False
 
     def close(self) -> None:
-        self.group.detach_all()
-        self.memory.close()
+        """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""
+        try:
+            if self._padding and not self._stub_in_use:
+                assert self._stub is not None
+                self.memory.write(self._stub, self._padding)
+        finally:
+            self.group.detach_all()
+            self.memory.close()
 
-    # -- system calls in the target -------------------------------------------
+    # -- calls in the target (inject.py) --------------------------------------
 
-    def gadget(self) -> int:
-        """The address of a ``syscall`` instruction in an executable mapping of the target."""
-        if self._gadget is None:
-            for item in mapped_objects(self.pid):
-                for mapping in item.mappings:
-                    if not mapping.executable:
-                        continue
-                    code = item.file_bytes[mapping.offset:mapping.offset + mapping.size]
-                    index = code.find(b"\x0f\x05")
-                    if index >= 0:
-                        self._gadget = mapping.start + index
-                        return self._gadget
-            raise ProcessError(f"no syscall instruction found in the code of process {self.pid}")
-        return self._gadget
-
-    def _injector(self) -> int:
-        """The thread that runs injected system calls: the main one, seized if needed."""
-        if not self.group.seized:
+    def stub(self) -> int:
+        """Where the return stub goes: padding after a code segment, the target's own first."""
+        if self._stub is None:
+            objects = mapped_objects(self.pid)
+            objects.sort(key=lambda item: self.target is None or item.path != self.target.path)
             try:
-                ptrace.seize(self.pid)
-            except ptrace.PtraceError as exc:
-                raise ProcessError(f"cannot attach to process {self.pid} again: {exc}") from exc
-            self.group.seized.add(self.pid)
-        return self.pid if self.pid in self.group.seized else min(self.group.seized)
+                self._stub = stub_place(objects, read_maps(self.pid))
+            except InjectionError as exc:
+                raise ApplyRefused(f"{exc}; nothing was changed") from exc
+            self._padding = self.memory.read(self._stub, STUB_SIZE)
+        return self._stub
 
-    def syscalls(self, calls: list[tuple[int, ...]]) -> list[int]:
-        """Run system calls on the (briefly stopped) main thread; return their results."""
-        tid = self._injector()
-        self.group.stop(tid)
+    def _injector_thread(self) -> int:
+        """A live seized thread to run calls on: the main one, or another if it has exited."""
+        if not self.group.seized:
+            self.group.seize_all()
+        return self.group.live_thread()
+
+    def stop(self, tid: int) -> None:
+        """Stop *tid*, retrying while it won't (bounded each time, see threads.py) until the deadline."""
+        while True:
+            try:
+                self.group.stop(tid)
+                return
+            except ThreadWontStop as exc:
+                if time.monotonic() >= self.deadline:
+                    raise ApplyRefused(f"{exc}") from exc
+                time.sleep(_after_late_stop())
+
+    def run(self, work: Callable[[Injector], _T]) -> _T:
+        """Run *work* with an injector on a briefly stopped thread; the thread is put back as it was."""
+        tid = self._injector_thread()
+        stub = self.stub()
+        self.stop(tid)
         try:
-            return [_signed(ptrace.inject_syscall(tid, self.gadget(), *call)) for call in calls]
+            if not self._checked:
+                self._check_seccomp(tid, stub)
+                self._checked = True
+            injector = Injector(tid, stub, self.memory.write)
+            self._stub_in_use = True
+            try:
+                return work(injector)
+            finally:
+                injector.finish()
+                self._stub_in_use = False
         finally:
             self.group.resume(tid)
 
-    def memfd_create(self, name: str) -> int:
-        """``memfd_create(name, MFD_CLOEXEC)`` in the target; returns its fd or -errno.
-
-        The name goes below the main thread's stack pointer and the call runs
-        in the same stop: once the thread runs again its stack reuses that
-        space (seen on haproxy: a memfd named with the bytes of a frame).
-        """
-        tid = self._injector()
-        self.group.stop(tid)
+    def _check_seccomp(self, tid: int, stub: int) -> None:
+        """Refuse, before the first call, a thread whose seccomp filter would block one (preflight.py)."""
+        fd = next_fd(self.pid)
+        at, tail = stub + SYS, stub + TAIL_SYSCALL
+        shared, private = MAP_SHARED | MAP_FIXED_NOREPLACE, MAP_PRIVATE | MAP_FIXED_NOREPLACE
+        calls = [(SYS_MEMFD_CREATE, (stub + DATA_OFFSET, MFD_CLOEXEC), at),
+                 (SYS_MMAP, (0, PAGE, PROT_READ, shared, fd, 0), at),
+                 (SYS_MMAP, (0, PAGE, PROT_READ | PROT_EXEC, shared, fd, STATE_SIZE), at),
+                 (SYS_MMAP, (0, PAGE, PROT_READ | PROT_WRITE, private, fd, STATE_SIZE), at),
+                 (SYS_CLOSE, (fd,), at), (SYS_MUNMAP, (0, PAGE), at), (SYS_GETPID, (), at),
+                 (SYS_RT_SIGPROCMASK, (SIG_SETMASK, stub + SLOTS_OFFSET, 0, 8), tail)]
         try:
-            address = (ptrace.get_registers(tid).rsp - 1024) & ~15
-            self.memory.write(address, name.encode() + b"\0")
-            return _signed(ptrace.inject_syscall(tid, self.gadget(), SYS_MEMFD_CREATE, address, MFD_CLOEXEC))
-        finally:
-            self.group.resume(tid)
+            check_seccomp(tid, calls)
+        except TargetUnsuitable as exc:
+            raise ApplyRefused(f"{exc}; nothing was changed") from exc
+
+    def syscalls(self, calls: list[tuple[int, ...]], data: bytes = b"") -> list[int]:
+        return self.run(lambda injector: [injector.syscall(*call, data=data) for call in calls])
 
     def call(self, function: int) -> int:
-        """Run ``function()`` on the (briefly stopped) main thread: an IFUNC resolver."""
-        tid = self._injector()
-        self.group.stop(tid)
-        try:
-            return ptrace.inject_call(tid, function, self.memory.write)
-        finally:
-            self.group.resume(tid)
+        """Run ``function()`` in the target: an IFUNC resolver."""
+        return self.run(lambda injector: injector.call(function))
 
     def unmap(self, start: int, size: int) -> None:
         self.syscalls([(SYS_MUNMAP, start, size)])
@@ -149,13 +231,12 @@ class _Session:
 # -- apply ----------------------------------------------------------------------------
 
 
-def _verify_original(memory: ptrace.ProcessMemory, entry: dict, bias: int,
-                     redirected: dict[int, RedirectedFunction]) -> None:
+def _verify_original(memory: ptrace.ProcessMemory, entry: dict, bias: int, originals: dict[int, bytes]) -> None:
     address = int(entry["old_address"]) + bias
     size = int(entry["old_size"])
     current = memory.read(address, size)
-    if address in redirected:  # under a jump of an earlier patch: compare with what it saved
-        original = bytes.fromhex(redirected[address].original)
+    if address in originals:  # under a jump of a patch: compare with what its record saved
+        original = originals[address]
         current = original + current[len(original):]
     if hashlib.sha256(current).hexdigest() != entry["old_sha256"]:
         raise ApplyRefused(
@@ -194,153 +275,325 @@ def _tls_offsets(patch: PatchObject) -> dict[int, int]:
             for index, binding in patch.bindings().items() if binding["bind"] == fmt.BIND_TLS}
 
 
+@dataclass
+class _Gate:
+    """One function this commit sends through its gate."""
+
+    name: str
+    file: str
+    address: int       # run-time old entry
+    new: int           # where the committed gate goes: new code, or (restored) the old function's entry copy
+    copy: int          # the old function's entry copy
+    previous: int      # where the gate goes until the commit: what the entry ran before
+    original: bytes    # the base's bytes under the jump
+    old_size: int
+    old_parts: list[list[int]]
+    kind: str
+    copy_bytes: bytes = b""  # our own entry copy, relocated (empty when an older patch's copy is used)
+    gate: int = 0      # the gate itself
+
+    @classmethod
+    def recorded(cls, function: RedirectedFunction) -> _Gate:
+        return cls(function.name, function.file, function.address, function.destination, function.copy,
+                   function.copy, bytes.fromhex(function.original), function.old_size, function.old_parts,
+                   function.kind, gate=function.gate)
+
+
+@dataclass
+class _Plan:
+    """Everything computed before the target is changed."""
+
+    layout: PatchLayout
+    code: bytes
+    data: bytes
+    gates: list[_Gate]
+    state: AppliedPatch
+
+
+def _entry_copies(patch: PatchObject) -> None:
+    """Refuse, before anything else, a patch whose jumps could not be committed atomically."""
+    for entry in patch.metadata["functions"]:
+        if not entry.get("entry_copy"):
+            reason = entry.get("entry_copy_refused") or "the .po was made by an older buildhook; rebuild it"
+            raise ApplyRefused(f"{entry['name']} cannot be redirected atomically: its first instructions cannot "
+                               f"be copied ({reason}); nothing was changed")
+
+
+def _plan_gates(patch: PatchObject, target: MappedObject, live: AppliedPatch | None,
+                originals: dict[int, bytes], memory: ptrace.ProcessMemory) -> list[tuple[dict | None, _Gate]]:
+    """The gates, in pointer order: the patch's functions, then the live patch's others (restored)."""
+    by_address = {f.address: f for f in live.replaced_functions} if live else {}
+    planned: list[tuple[dict | None, _Gate]] = []
+    for entry in patch.metadata["functions"]:
+        address = int(entry["old_address"]) + target.bias
+        original = originals.get(address) or memory.read(address, JUMP_SIZE)
+        before = by_address.get(address)
+        planned.append((entry, _Gate(entry["name"], entry["file"], address, 0, 0, before.gate if before else 0,
+                                     original, int(entry["old_size"]),
+                                     [[a + target.bias, size] for a, size in entry.get("old_parts", [])],
+                                     "replaced")))
+    ours = {gate.address for _, gate in planned}
+    for function in by_address.values():
+        if function.address not in ours:
+            planned.append((None, _Gate(function.name, function.file, function.address, function.copy,
+                                        function.copy, function.gate, bytes.fromhex(function.original),
+                                        function.old_size, function.old_parts, "restored")))
+    return planned
+
+
 def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Session,
-             previous: list[AppliedPatch]) -> tuple[PatchLayout, bytes, bytes, list[tuple[dict, int, int]]]:
-    """Everything computed before the target is changed: layout, bytes, jumps.
+             live: AppliedPatch | None, originals: dict[int, bytes], po_name: str) -> _Plan:
+    """Layout, relocated bytes, gates and the record: all before the target is changed.
 
     Only an IFUNC resolver may run in the target meanwhile (it changes nothing).
     """
-    redirected = {f.address: f for p in previous for f in p.functions}
+    _entry_copies(patch)
     for entry in patch.metadata["functions"]:
-        _verify_original(session.memory, entry, target.bias, redirected)
+        _verify_original(session.memory, entry, target.bias, originals)
     values = _resolve_symbols(patch, pid, target, session)
     tls = _tls_offsets(patch)
-    size = plan_layout(patch, 0).size
+    planned = _plan_gates(patch, target, live, originals, session.memory)
+    size = plan_layout(patch, 0, len(planned)).size
     base = free_gap_near(pid, target.text, size)
-    layout = plan_layout(patch, base)
-    code, data = relocate(patch, layout, values.__getitem__, lambda index: tls[index])
-    jumps = []
-    for entry in patch.metadata["functions"]:
-        symbol = patch.symbols[int(entry["symbol"])]
-        destination = layout.address_of_section(symbol.section) + symbol.value
-        address = int(entry["old_address"]) + target.bias
-        jump_bytes(address, destination)  # range check now, not during the pause
-        jumps.append((entry, address, destination))
-    return layout, code, data, jumps
+    layout = plan_layout(patch, base, len(planned))
+    kept = _kept_variables(patch, live)
+    code, data = relocate(patch, layout, values.__getitem__, lambda index: tls[index], kept)
+    code, data = bytearray(code), bytearray(data)
+    result = []
+    for number, (entry, gate) in enumerate(planned):
+        if entry is not None:
+            symbol = patch.symbols[int(entry["symbol"])]
+            gate.new = layout.address_of_section(symbol.section) + symbol.value
+            gate.copy = layout.copy(number)
+            gate.copy_bytes = gates.copy_code(entry["entry_copy"], gate.copy, target.bias)
+            gate.previous = gate.previous or gate.copy
+            offset = gate.copy - layout.code_start
+            code[offset:offset + gates.COPY_SIZE] = gate.copy_bytes
+        gate.gate = layout.gate(number)
+        offset = gate.gate - layout.code_start
+        code[offset:offset + gates.GATE_SIZE] = gates.gate_code(gate.gate, layout.control, number)
+        jump_bytes(gate.address, layout.gate(number))  # range check now, not during the pause
+        result.append(gate)
+    control = layout.control - layout.data_start
+    data[control + gates.CONTROL_HEADER:control + gates.control_size(len(result))] = _pointers(result, after=False)
+    state = AppliedPatch(
+        patch.patch_id, target.build_id or "", str(patch.metadata["from"]), str(patch.metadata["to"]),
+        layout.base, layout.base + layout.size, layout.code_start, layout.code_start + layout.code_size,
+        [RedirectedFunction(g.name, g.file, g.address, g.new, g.original.hex(), g.old_size, g.old_parts,
+                            layout.gate(n), g.copy, n, g.kind) for n, g in enumerate(result)],
+        time.time(), po_name, layout.control, live.patch_id if live else "",
+        [[v["name"], v["file"], int(v["size"]), kept.get(int(v["symbol"])) or _address_of(patch, layout, v)]
+         for v in _variables(patch)])
+    return _Plan(layout, bytes(code), bytes(data), result, state)
 
 
-def _create_region(session: _Session, patch: PatchObject, layout: PatchLayout, code: bytes, data: bytes) -> int:
-    """memfd + three mappings (state R, code R+X, data R+W); returns our fd on the memfd."""
-    target_fd = session.memfd_create(MEMFD_PREFIX + patch.patch_id)
+def _variables(patch: PatchObject) -> list[dict]:
+    """The patch's new writable variables (not changed constants it carries)."""
+    return [entry for entry in patch.metadata["new_data"] if int(entry.get("symbol", -1)) >= 0
+            and patch.sections[patch.symbols[int(entry["symbol"])].section].flags & fmt.SHF_WRITE]
+
+
+def _address_of(patch: PatchObject, layout: PatchLayout, entry: dict) -> int:
+    symbol = patch.symbols[int(entry["symbol"])]
+    return layout.address_of_section(symbol.section) + symbol.value
+
+
+def _kept_variables(patch: PatchObject, live: AppliedPatch | None) -> dict[int, int]:
+    """Symbols of new variables the live patch already added (same name, file and size): the newer patch
+    uses the running ones, so they keep their values, as the program's own variables do."""
+    if live is None:
+        return {}
+    running = {(name, file, size): address for name, file, size, address in live.variables}
+    return {int(entry["symbol"]): running[(entry["name"], entry["file"], int(entry["size"]))]
+            for entry in _variables(patch) if (entry["name"], entry["file"], int(entry["size"])) in running}
+
+
+def _pointers(planned: list[_Gate], after: bool) -> bytes:
+    """The control page's pointer pairs: before the commit the previous path is what ran before; after it,
+    the old function (so that a later revert goes to the old code, not to a replaced patch)."""
+    return b"".join(struct.pack("<QQ", gate.new, gate.copy if after else gate.previous) for gate in planned)
+
+
+def _create_region(session: _Session, plan: _Plan) -> None:
+    """memfd + three mappings: record R, code R+X (shared), data R+W (private: copied on fork).
+
+    The record, code and data are written through the memfd before the
+    mappings exist, so the record is never seen half-written.
+    """
+    layout = plan.layout
+    name = (MEMFD_PREFIX + plan.state.patch_id).encode() + b"\0"
+    [target_fd] = session.syscalls([(SYS_MEMFD_CREATE, session.stub() + DATA_OFFSET, MFD_CLOEXEC)], name)
     if target_fd < 0:
         raise ProcessError(f"memfd_create in process {session.pid} failed: {os.strerror(-target_fd)}")
-    ours = os.open(f"/proc/{session.pid}/fd/{target_fd}", os.O_RDWR)
     try:
-        os.ftruncate(ours, layout.size)
-        os.pwrite(ours, code, STATE_SIZE)
-        if data:
-            os.pwrite(ours, data, STATE_SIZE + len(code))
-        flags = MAP_SHARED | MAP_FIXED_NOREPLACE
-        calls = [(SYS_MMAP, layout.base, STATE_SIZE, PROT_READ, flags, target_fd, 0),
-                 (SYS_MMAP, layout.code_start, len(code), PROT_READ | PROT_EXEC, flags, target_fd, STATE_SIZE)]
-        if data:
-            calls.append((SYS_MMAP, layout.data_start, len(data), PROT_READ | PROT_WRITE, flags, target_fd,
-                          STATE_SIZE + len(code)))
-        calls.append((SYS_CLOSE, target_fd))
+        ours = os.open(f"{proc_dir(session.pid)}/fd/{target_fd}", os.O_RDWR)
+        try:
+            os.ftruncate(ours, layout.size)
+            os.pwrite(ours, plan.state.to_bytes(STATE_SIZE), 0)
+            os.pwrite(ours, plan.code, STATE_SIZE)
+            os.pwrite(ours, plan.data, STATE_SIZE + len(plan.code))
+        finally:
+            os.close(ours)
+        shared, private = MAP_SHARED | MAP_FIXED_NOREPLACE, MAP_PRIVATE | MAP_FIXED_NOREPLACE
+        calls = [(SYS_MMAP, layout.base, STATE_SIZE, PROT_READ, shared, target_fd, 0),
+                 (SYS_MMAP, layout.code_start, len(plan.code), PROT_READ | PROT_EXEC, shared, target_fd, STATE_SIZE),
+                 (SYS_MMAP, layout.data_start, len(plan.data), PROT_READ | PROT_WRITE, private, target_fd,
+                  STATE_SIZE + len(plan.code))]
         results = session.syscalls(calls)
-        expected = [call[1] for call in calls[:-1]]
-        if results[:-1] != expected:
-            mapped = [(call[1], call[2]) for call, got in zip(calls, results) if got == call[1]]
-            for start, size in mapped:
-                session.unmap(start, size)
-            raise ProcessError(f"could not map the patch region at {layout.base:#x} in process {session.pid} "
-                               f"(mmap returned {[hex(r) if r > 0 else r for r in results[:-1]]})")
-    except BaseException:
-        os.close(ours)
-        raise
-    return ours
+    finally:
+        session.syscalls([(SYS_CLOSE, target_fd)])
+    if results != [call[1] for call in calls]:
+        for call, got in zip(calls, results):
+            if got == call[1]:
+                session.unmap(call[1], call[2])
+        raise ProcessError(f"could not map the patch region at {layout.base:#x} in process {session.pid} "
+                           f"(mmap returned {[hex(r) if r > 0 else r for r in results]})")
 
 
-def _busy_ranges(jumps: list[tuple[dict, int, int]], bias: int, replacing: AppliedPatch | None) -> list[BusyRange]:
+def _busy_ranges(functions: list[_Gate], live: AppliedPatch | None,
+                 leftovers: list[AppliedPatch]) -> list[BusyRange]:
     ranges = []
-    for entry, address, _ in jumps:
-        ranges.append(BusyRange(address, address + max(int(entry["old_size"]), JUMP_SIZE), entry["name"]))
-        for part_address, part_size in entry.get("old_parts", []):
-            ranges.append(BusyRange(part_address + bias, part_address + bias + part_size, entry["name"] + ".cold"))
-    if replacing is not None:
-        ranges.append(BusyRange(replacing.code_start, replacing.code_end, f"code of patch {replacing.patch_id[:16]}"))
+    for gate in functions:
+        if gate.kind == "replaced":
+            ranges.append(BusyRange(gate.address, gate.address + max(gate.old_size, JUMP_SIZE), gate.name))
+            for part_address, part_size in gate.old_parts:
+                ranges.append(BusyRange(part_address, part_address + part_size, gate.name + ".cold"))
+    for patch in ([live] if live else []) + leftovers:
+        ranges.append(BusyRange(patch.code_start, patch.code_end, f"code of patch {patch.patch_id[:16]}"))
     return ranges
+
+
+@dataclass
+class _Records:
+    """The process's patch records for one target build, and what each entry should run now."""
+
+    all: list[AppliedPatch]
+    live: AppliedPatch | None
+    leftovers: list[AppliedPatch]
+
+    @classmethod
+    def read(cls, pid: int, build_id: str | None) -> _Records:
+        try:
+            patches = recorded_patches(pid)
+        except ValueError as exc:
+            raise ProcessError(f"process {pid}: {exc}") from exc
+        ours = [p for p in patches if build_id is None or p.target_build_id == build_id]
+        live = [p for p in ours if condition(p, patches) == "applied"]
+        return cls(ours, live[-1] if live else None, [p for p in ours if condition(p, patches) == "leftover"])
+
+    def originals(self) -> dict[int, bytes]:
+        return {f.address: bytes.fromhex(f.original) for p in self.all for f in p.functions}
+
+    def reconcile(self, memory: ptrace.ProcessMemory, skip: set[int]) -> list[tuple[int, bytes]]:
+        """Writes that make every recorded entry (but *skip*) run what the live patch says.
+
+        Left by an applier stopped short: an entry may still jump to the gate
+        of a leftover, or of a patch since reverted.  Each such gate runs what
+        the live patch runs, so these writes change no behaviour; they only
+        let the leftover be removed.
+        """
+        live = {f.address: f.gate for f in self.live.replaced_functions} if self.live else {}
+        writes = []
+        for address, original in self.originals().items():
+            if address in skip:
+                continue
+            desired = jump_bytes(address, live[address]) if address in live else original
+            if memory.read(address, len(desired)) != desired:
+                writes.append((address, desired))
+        return writes
+
+
+def _close_leaked_fds(session: _Session) -> None:
+    """A memfd an applier stopped short left open in the target: close it."""
+    leaked = []
+    for name in os.listdir(f"{proc_dir(session.pid)}/fd"):
+        try:
+            link = os.readlink(f"{proc_dir(session.pid)}/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("/memfd:" + MEMFD_PREFIX):
+            leaked.append(int(name))
+    if leaked:
+        session.syscalls([(SYS_CLOSE, fd) for fd in leaked])
+
+
+def _remove_leftovers(session: _Session, leftovers: list[AppliedPatch]) -> None:
+    """Unmap regions no entry jumps to any more (reconciled in the commit that just ran)."""
+    for patch in leftovers:
+        session.unmap(patch.region_start, patch.region_end - patch.region_start)
+
+
+def _reverted_region(records: _Records, patch_id: str) -> AppliedPatch | None:
+    """A region of this very patch, reverted, to commit again instead of mapping another.
+
+    Only with nothing applied: its gates then cover exactly what it redirects,
+    and their previous paths already run the old functions.  Its variables
+    still hold the values they had when it was reverted.
+    """
+    if records.live is not None:
+        return None
+    reverted = [p for p in records.all if p.patch_id == patch_id and condition(p, records.all) == "reverted"]
+    return reverted[-1] if reverted else None
+
+
+def _commit_writes(memory: ptrace.ProcessMemory, records: _Records, planned: list[_Gate],
+                   control: int) -> Callable[[], None]:
+    """The commit, to run with the world stopped; only the one-byte write changes what runs."""
+    ours = {gate.address for gate in planned}
+
+    def write() -> None:
+        for address, desired in records.reconcile(memory, ours):
+            memory.write(address, desired)
+        for gate in planned:
+            memory.write(gate.address, jump_bytes(gate.address, gate.gate))
+        memory.write(control, bytes([gates.COMMITTED]))  # the commit: one byte
+        memory.write(control + gates.CONTROL_HEADER, _pointers(planned, after=True))
+        for gate in planned:
+            if gate.kind == "restored":
+                memory.write(gate.address, gate.original)
+
+    return write
 
 
 def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str = "") -> ApplyReport:
     """Apply *patch* to process *pid*; raise ApplyRefused (target unchanged) when it cannot be done safely."""
     started = time.perf_counter()
+    check_system(pid)
     target = find_target(pid, patch.target_build_id)
-    previous = [p for p in applied_patches(pid) if p.target_build_id == target.build_id]
-    if any(p.patch_id == patch.patch_id for p in previous):
+    records = _Records.read(pid, target.build_id)
+    if records.live is not None and records.live.patch_id == patch.patch_id:
         raise ApplyRefused(f"patch {patch.patch_id[:16]} is already applied to process {pid}")
-    replacing = previous[-1] if previous else None
-    session = _Session(pid)
-    memfd = -1
+    session = _Session(pid, timeout, target)
+    reused = _reverted_region(records, patch.patch_id)
     try:
-        try:
-            layout, code, data, jumps = _prepare(patch, pid, target, session, previous)
-        except (RelocationError, SymbolError) as exc:
-            raise ApplyRefused(str(exc)) from exc
+        if reused is not None:
+            planned, control, region = [_Gate.recorded(f) for f in reused.functions], reused.control, None
+        else:
+            try:
+                plan = _prepare(patch, pid, target, session, records.live, records.originals(), po_name)
+            except (RelocationError, SymbolError, gates.GateError) as exc:
+                raise ApplyRefused(str(exc)) from exc
+            planned, control, region = plan.gates, plan.layout.control, (plan.layout.base, plan.layout.size)
         session.group.seize_all()
-        memfd = _create_region(session, patch, layout, code, data)
-        state = AppliedPatch(
-            patch.patch_id, target.build_id or "", str(patch.metadata["from"]), str(patch.metadata["to"]),
-            layout.base, layout.base + layout.size, layout.code_start, layout.code_start + layout.code_size,
-            [RedirectedFunction(entry["name"], entry["file"], address, destination,
-                                _original_bytes(session.memory, address, replacing).hex(), int(entry["old_size"]),
-                                [[a + target.bias, s] for a, s in entry.get("old_parts", [])])
-             for entry, address, destination in jumps],
-            time.time(), po_name)
-        restore = _functions_to_restore(replacing, {address for _, address, _ in jumps})
-        busy = _busy_ranges(jumps, target.bias, replacing)
-        writing = False
-
-        def write() -> None:
-            nonlocal writing
-            writing = True
-            _write_commit(session.memory, memfd, state,
-                          [(address, jump_bytes(address, dest)) for _, address, dest in jumps], restore)
-
+        _close_leaked_fds(session)
+        if reused is None:
+            _create_region(session, plan)
         try:
-            pause_us, retries = _commit(session, busy, timeout, write)
+            pause_us, retries = _commit(session, _busy_ranges(planned, records.live, records.leftovers), timeout,
+                                        _commit_writes(session.memory, records, planned, control))
         except BaseException:
-            if not writing:  # busy or a failure before any jump: take the region away, the target is as it was
-                os.close(memfd)
-                memfd = -1
-                session.group.detach_all()
-                session.unmap(layout.base, layout.size)
+            if region is not None and session.memory.read(control, 1) != bytes([gates.COMMITTED]):
+                session.group.detach_all()  # not committed: nothing runs our region; take it away
+                session.unmap(*region)
             raise
-        if replacing is not None:
-            session.unmap(replacing.region_start, replacing.region_end - replacing.region_start)
-        return ApplyReport(pid, "applied", patch.patch_id, [entry["name"] for entry, _, _ in jumps], pause_us,
-                           (time.perf_counter() - started) * 1000, retries)
+        _remove_leftovers(session, records.leftovers)
+        return ApplyReport(pid, "applied", patch.patch_id, [gate.name for gate in planned if gate.kind == "replaced"],
+                           pause_us, (time.perf_counter() - started) * 1000, retries)
     finally:
-        if memfd >= 0:
-            os.close(memfd)
         session.close()
 
 
-def _original_bytes(memory: ptrace.ProcessMemory, address: int, replacing: AppliedPatch | None) -> bytes:
-    if replacing is not None:
-        for function in replacing.functions:
-            if function.address == address:
-                return bytes.fromhex(function.original)
-    return memory.read(address, JUMP_SIZE)
-
-
-def _functions_to_restore(replacing: AppliedPatch | None, keep: set[int]) -> list[tuple[int, bytes]]:
-    """Entries an older patch redirected that the new one does not: their original bytes come back."""
-    if replacing is None:
-        return []
-    return [(f.address, bytes.fromhex(f.original)) for f in replacing.functions if f.address not in keep]
-
-
-def _write_commit(memory: ptrace.ProcessMemory, memfd: int, state: AppliedPatch,
-                  jumps: list[tuple[int, bytes]], restore: list[tuple[int, bytes]]) -> None:
-    os.pwrite(memfd, state.to_bytes(STATE_SIZE), 0)
-    for address, original in restore:
-        memory.write(address, original)
-    for address, jump in jumps:
-        memory.write(address, jump)
-
-
-def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Callable[[], None]) -> tuple[float, int]:
     """Stop the world until it is safe, then *write* and let every thread go (detached).
 
     Returns (pause in µs, retries); raises ApplyRefused, naming the busy
@@ -355,7 +608,14 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> 
     ranges = RangeSet(busy)
     session.group.seize_all()
     while True:
-        first_stop = session.group.stop_all()
+        try:
+            first_stop = session.group.stop_all()
+        except ThreadWontStop as exc:
+            if time.monotonic() >= deadline:
+                raise ApplyRefused(f"{exc} (tried for {timeout:g} s); nothing was changed") from exc
+            retries += 1
+            time.sleep(_after_late_stop())
+            continue
         registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
         stacks = stack_ranges(registers, maps)
         if len(stacks) != len(registers):
@@ -380,33 +640,54 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write) -> 
 
 
 def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) -> ApplyReport:
-    """Restore the code a patch redirected and remove its region."""
+    """Send every entry the patch redirected back to the old code; its region stays mapped.
+
+    The commit is one byte (reverted): from then on its gates run the old
+    functions, and the entries get their original bytes back in the same
+    stop.  The region stays: the process may hold pointers into it.
+    """
     started = time.perf_counter()
-    patches = applied_patches(pid)
-    if not patches:
+    check_system(pid)
+    records = _Records.read(pid, None)
+    applied = [p for p in records.all if condition(p, records.all) == "applied"]
+    if not applied:
         raise ApplyRefused(f"process {pid} has no buildhook patch applied")
-    chosen = [p for p in patches if patch_id is None or p.patch_id.startswith(patch_id)]
+    chosen = [p for p in applied if patch_id is None or p.patch_id.startswith(patch_id)]
     if not chosen:
         raise ApplyRefused(f"patch {patch_id} is not applied to process {pid} "
-                           f"(applied: {', '.join(p.patch_id[:16] for p in patches)})")
+                           f"(applied: {', '.join(p.patch_id[:16] for p in applied)})")
     patch = chosen[-1]
-    session = _Session(pid)
+    records = _Records.read(pid, patch.target_build_id)
+    session = _Session(pid, timeout)
+    memory = session.memory
     try:
         session.group.seize_all()
-        busy = [BusyRange(patch.code_start, patch.code_end, f"code of patch {patch.patch_id[:16]}")]
-        pause_us, retries = _commit(session, busy, timeout, lambda: [
-            session.memory.write(f.address, bytes.fromhex(f.original)) for f in patch.functions])
-        session.unmap(patch.region_start, patch.region_end - patch.region_start)
-        return ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.functions], pause_us,
+        _close_leaked_fds(session)
+        after = b"".join(struct.pack("<QQ", f.destination, f.copy) for f in patch.functions)
+        records.live = None  # what the entries must run once this commit is done: the old code
+
+        def write() -> None:
+            memory.write(patch.control + gates.CONTROL_HEADER, after)  # previous path: the old functions
+            memory.write(patch.control, bytes([gates.REVERTED]))  # the commit: one byte
+            for address, desired in records.reconcile(memory, set()):
+                memory.write(address, desired)
+
+        busy = _busy_ranges([], patch, records.leftovers)
+        pause_us, retries = _commit(session, busy, timeout, write)
+        _remove_leftovers(session, records.leftovers)
+        return ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
                            (time.perf_counter() - started) * 1000, retries)
     finally:
         session.close()
 
 
 def patch_status(pid: int) -> list[AppliedPatch]:
-    """The patches applied to *pid* (raises ProcessError for a missing process)."""
+    """Every patch record of *pid* with its flag (raises ProcessError for a missing process)."""
     read_maps(pid)
-    return applied_patches(pid)
+    try:
+        return recorded_patches(pid)
+    except ValueError as exc:
+        raise ProcessError(f"process {pid}: {exc}") from exc
 
 
 __all__ = ["ApplyRefused", "ApplyReport", "TraceDenied", "apply_patch", "patch_status", "revert_patch"]

@@ -17,12 +17,30 @@ import json
 import os
 import sys
 
-from buildhook.apply.applier import ApplyRefused, ApplyReport, apply_patch, patch_status, revert_patch
+from buildhook.apply.applier import (
+    ApplyRefused,
+    ApplyReport,
+    apply_patch,
+    patch_status,
+    revert_patch,
+)
+from buildhook.apply.inject import InjectionError
+from buildhook.apply.preflight import TargetUnsuitable
 from buildhook.apply.process import ProcessError
 from buildhook.apply.ptrace import PtraceError
+from buildhook.apply.signature import (
+    SignatureError,
+    configured_trust_store,
+    verify_patch,
+)
+from buildhook.apply.state import condition
 from buildhook.apply.threads import TraceDenied
-from buildhook.apply.signature import SignatureError, configured_trust_store, verify_patch
-from buildhook.po.reader import PatchFormatError, PatchObject, read_patch, read_patch_file
+from buildhook.po.reader import (
+    PatchFormatError,
+    PatchObject,
+    read_patch,
+    read_patch_file,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
@@ -110,7 +128,7 @@ def run_apply(args: argparse.Namespace) -> int:
     try:
         for pid in pids:
             reports.append(apply_patch(patch, pid, args.timeout, os.path.basename(args.patch)))
-    except (ApplyRefused, ProcessError, PtraceError, TraceDenied):
+    except (ApplyRefused, ProcessError, PtraceError, TraceDenied, InjectionError, TargetUnsuitable):
         for done in reports:  # all processes or none
             try:
                 revert_patch(done.pid, done.patch_id, args.timeout)
@@ -127,15 +145,27 @@ def run_revert(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    patches = patch_status(args.pid)
+    """What is applied, and every other region in the process: replaced, reverted or a leftover."""
+    records = patch_status(args.pid)
+    applied = [p for p in records if condition(p, records) == "applied"]
+    others = [p for p in records if condition(p, records) != "applied"]
     if args.json:
-        print(json.dumps({"pid": args.pid, "patches": [p.to_json() for p in patches]}, indent=2))
+        print(json.dumps({"pid": args.pid, "patches": [p.to_json() for p in applied],
+                          "others": [{"patch_id": p.patch_id, "condition": condition(p, records),
+                                      "region": [hex(p.region_start), hex(p.region_end)]} for p in others]},
+                         indent=2))
         return EXIT_OK
-    if not patches:
+    if not applied:
         print(f"process {args.pid}: no patches applied")
-    for patch in patches:
+    for patch in applied:
+        functions = patch.replaced_functions
         print(f"process {args.pid}: patch {patch.patch_id[:16]} ({patch.from_release} → {patch.to_release}), "
-              f"{len(patch.functions)} functions redirected: {', '.join(f.name for f in patch.functions)}")
+              f"{len(functions)} functions redirected: {', '.join(f.name for f in functions)}")
+    for patch in others:
+        what = condition(patch, records)
+        note = ("never committed: the next apply or revert removes it" if what == "leftover"
+                else "its region stays mapped: the process may hold pointers into it")
+        print(f"process {args.pid}: patch {patch.patch_id[:16]} {what} ({note})")
     return EXIT_OK
 
 
@@ -146,7 +176,8 @@ def dispatch(args: argparse.Namespace, program: str) -> int:
     except ApplyRefused as exc:
         print(f"{program}: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except (PatchFormatError, SignatureError, ProcessError, TraceDenied, PtraceError) as exc:
+    except (PatchFormatError, SignatureError, ProcessError, TraceDenied, PtraceError, InjectionError,
+            TargetUnsuitable) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a defect of ours is still one line, never a traceback

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from buildhook.apply import gates
 from buildhook.po import format as fmt
 from buildhook.po.reader import PatchObject
 
@@ -44,6 +45,10 @@ class PatchLayout:
     stubs: dict[int, int] = field(default_factory=dict)  # library symbol → offset of its jump stub
     code_size: int = 0
     data_size: int = 0
+    gates: int = 0  # gates (and entry copies) for the commit, see gates.py
+    gates_offset: int = 0
+    copies_offset: int = 0
+    control_offset: int = 0  # the control page: commit flag and gate pointers (private, writable)
 
     @property
     def code_start(self) -> int:
@@ -60,6 +65,16 @@ class PatchLayout:
     def address_of_section(self, index: int) -> int:
         return self.base + self.section_offsets[index]
 
+    def gate(self, number: int) -> int:
+        return self.base + self.gates_offset + number * gates.GATE_SIZE
+
+    def copy(self, number: int) -> int:
+        return self.base + self.copies_offset + number * gates.COPY_SIZE
+
+    @property
+    def control(self) -> int:
+        return self.base + self.control_offset
+
 
 STUB_SIZE = 16  # jmp *0(%rip); .quad address; padding
 CALL_RELOCATIONS = frozenset({2, 4})  # PC32, PLT32: a call or jump to a library function
@@ -70,14 +85,15 @@ def library_symbols(patch: PatchObject) -> set[int]:
     return {index for index, binding in patch.bindings().items() if binding["bind"] == fmt.BIND_DYNAMIC}
 
 
-def plan_layout(patch: PatchObject, base: int) -> PatchLayout:
+def plan_layout(patch: PatchObject, base: int, gate_count: int = 0) -> PatchLayout:
     """Offsets for every section (code and read-only first, then data), the GOT and library stubs.
 
     Library code is mapped far from the target's text (beyond a 32-bit
     displacement), so every call to it goes through a 16-byte stub in the
-    patch's code part, as a PLT would.
+    patch's code part, as a PLT would.  *gate_count* gates and entry copies
+    follow the stubs, and the data part starts with the control page(s).
     """
-    layout = PatchLayout(base)
+    layout = PatchLayout(base, gates=gate_count)
     offset = STATE_SIZE
     read_only = [s for s in patch.sections.values() if not s.flags & fmt.SHF_WRITE]
     writable = [s for s in patch.sections.values() if s.flags & fmt.SHF_WRITE]
@@ -100,8 +116,14 @@ def plan_layout(patch: PatchObject, base: int) -> PatchLayout:
             if rel_type in CALL_RELOCATIONS and symbol in far and symbol not in layout.stubs:
                 layout.stubs[symbol] = offset
                 offset += STUB_SIZE
+    offset = _align(offset, gates.GATE_SIZE)
+    layout.gates_offset = offset
+    offset += gate_count * gates.GATE_SIZE
+    layout.copies_offset = offset
+    offset += gate_count * gates.COPY_SIZE
     layout.code_size = _page(offset) - STATE_SIZE
-    offset = STATE_SIZE + layout.code_size
+    offset = layout.control_offset = STATE_SIZE + layout.code_size
+    offset += _page(gates.control_size(gate_count))
     for section in sorted(writable, key=lambda s: s.index):
         offset = _align(offset, max(section.align, 1))
         layout.section_offsets[section.index] = offset
@@ -155,15 +177,20 @@ GOT_KIND = {9: "address", 41: "address", 42: "address", 22: "tpoff"}
 
 
 def relocate(patch: PatchObject, layout: PatchLayout, symbol_value: Callable[[int], int],
-             tls_offset: Callable[[int], int]) -> tuple[bytes, bytes]:
+             tls_offset: Callable[[int], int], elsewhere: dict[int, int] | None = None) -> tuple[bytes, bytes]:
     """The relocated code part and data part, ready to be written to the memfd.
 
     *symbol_value(index)* gives S for an undefined symbol; *tls_offset(index)*
-    the TP-relative offset of a TLS symbol.
+    the TP-relative offset of a TLS symbol; *elsewhere* the addresses of
+    defined symbols that live outside this region (an older patch's
+    running variables).
     """
     region = bytearray(layout.size - STATE_SIZE)
+    elsewhere = elsewhere or {}
 
     def value_of(index: int) -> int:
+        if index in elsewhere:
+            return elsewhere[index]
         symbol = patch.symbols[index]
         if symbol.section:
             return layout.address_of_section(symbol.section) + symbol.value

@@ -39,10 +39,40 @@ class Mapping:
         return self.end - self.start
 
 
+def _state(stat_path: str) -> str:
+    try:
+        with open(stat_path, "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return "?"
+
+
+def proc_dir(pid: int) -> str:
+    """Where /proc shows the process's memory: ``/proc/PID``, or a live thread's ``/proc/PID/task/TID``.
+
+    Once the main thread has exited (``pthread_exit`` in ``main``: a zombie
+    leader while the other threads run), ``/proc/PID/maps``, ``mem`` and
+    ``fd`` are empty or fail; the same files of any live thread still show
+    the process's memory and descriptors.
+    """
+    if _state(f"/proc/{pid}/stat") not in "ZX":
+        return f"/proc/{pid}"
+    for tid in thread_ids(pid):
+        if tid != pid and _state(f"/proc/{pid}/task/{tid}/stat") not in "ZX?":
+            return f"/proc/{pid}/task/{tid}"
+    return f"/proc/{pid}"
+
+
+def memory_pid(pid: int) -> int:
+    """The id to name the process by in process_vm_readv: its own, or a live thread's (see proc_dir)."""
+    where = proc_dir(pid)
+    return int(where.rsplit("/", 1)[1]) if "/task/" in where else pid
+
+
 def read_maps(pid: int) -> list[Mapping]:
     try:
         # A mapped file's name is any bytes; surrogateescape keeps it usable as a path.
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="surrogateescape") as handle:
+        with open(f"{proc_dir(pid)}/maps", encoding="utf-8", errors="surrogateescape") as handle:
             lines = handle.read().splitlines()
     except FileNotFoundError as exc:
         raise ProcessError(f"no process {pid}") from exc
@@ -64,7 +94,12 @@ def thread_ids(pid: int) -> list[int]:
 
 
 def _mapped_file_bytes(pid: int, mapping: Mapping, limit: int) -> bytes:
-    with open(f"/proc/{pid}/map_files/{mapping.start:x}-{mapping.end:x}", "rb") as handle:
+    """The file a mapping maps: through map_files (the very file, even if replaced on disk since), or,
+    where there is none (a live thread's task directory, see proc_dir), by its path in the process's root."""
+    where = proc_dir(pid)
+    path = (f"{where}/map_files/{mapping.start:x}-{mapping.end:x}" if "/task/" not in where
+            else f"{where}/root{mapping.path}")
+    with open(path, "rb") as handle:
         return handle.read(limit)
 
 

@@ -5,11 +5,8 @@ Only what the applier needs, and with the semantics it relies on:
 * ``PTRACE_SEIZE`` attaches without stopping; ``PTRACE_INTERRUPT`` stops a
   thread in a ptrace event stop, from which a plain resume lets an
   interrupted system call restart (the target never sees EINTR).
-* A system call is injected on one stopped thread by pointing it at an
-  existing ``syscall`` instruction and stepping with ``PTRACE_SYSCALL`` to the
-  exit stop: no byte of the target's code is changed for it.  A thread that
-  was inside a restartable system call is then set up to re-execute it, as
-  the kernel would have done.
+* ``PTRACE_SYSCALL`` steps, signal masks and registers for running calls
+  in the target (inject.py).
 * Memory is read with ``process_vm_readv`` (many ranges in one call) and
   written through ``/proc/PID/mem``, which reaches read-only code as root.
 
@@ -23,6 +20,8 @@ import errno
 import os
 import struct
 
+from buildhook.apply.process import memory_pid, proc_dir
+
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_DETACH = 17
@@ -31,6 +30,8 @@ PTRACE_CONT = 7
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
@@ -140,6 +141,27 @@ def wait_stop(tid: int) -> tuple[str, int]:
     return "signal", signal
 
 
+def syscall_step(tid: int) -> None:
+    """Resume a stopped thread to its next system-call entry or exit stop."""
+    _call(PTRACE_SYSCALL, tid)
+
+
+_MASK_BUFFER = ctypes.create_string_buffer(8)
+ALL_SIGNALS = (1 << 64) - 1
+
+
+def get_signal_mask(tid: int) -> int:
+    """The thread's real blocked-signal mask (the one ``sigsuspend`` & co. will restore, if pending)."""
+    _call(PTRACE_GETSIGMASK, tid, 8, ctypes.addressof(_MASK_BUFFER))
+    return struct.unpack("<Q", _MASK_BUFFER.raw)[0]
+
+
+def set_signal_mask(tid: int, mask: int) -> None:
+    """Set the blocked mask of a stopped thread (the kernel never blocks SIGKILL or SIGSTOP)."""
+    buffer = ctypes.create_string_buffer(struct.pack("<Q", mask), 8)
+    _call(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(buffer))
+
+
 def get_registers(tid: int) -> Registers:
     _call(PTRACE_GETREGS, tid, 0, ctypes.addressof(_REGS_BUFFER))
     return Registers(list(struct.unpack(REGS_FORMAT, _REGS_BUFFER.raw)))
@@ -159,6 +181,8 @@ def read_ranges(pid: int, ranges: list[tuple[int, int]]) -> list[bytes]:
     remote = (_IOVec * len(ranges))(*[_IOVec(address, size) for address, size in ranges])
     total = sum(size for _, size in ranges)
     got = _libc.process_vm_readv(pid, local, len(ranges), remote, len(ranges), 0)
+    if got < 0 and ctypes.get_errno() == errno.ESRCH and memory_pid(pid) != pid:  # its main thread has exited
+        got = _libc.process_vm_readv(memory_pid(pid), local, len(ranges), remote, len(ranges), 0)
     if got < 0:
         error = ctypes.get_errno()
         raise PtraceError(f"reading memory of {pid}: {os.strerror(error)}", error)
@@ -178,7 +202,7 @@ class ProcessMemory:
     """``/proc/PID/mem``: read and write, code included (as root)."""
 
     def __init__(self, pid: int) -> None:
-        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+        self.fd = os.open(f"{proc_dir(pid)}/mem", os.O_RDWR)
 
     def read(self, address: int, size: int) -> bytes:
         return os.pread(self.fd, size, address)
@@ -190,78 +214,3 @@ class ProcessMemory:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def restart_registers(saved: Registers) -> Registers:
-    """The registers that make a thread re-execute the system call it was stopped in.
-
-    The kernel does this itself when a stopped thread is simply resumed; after
-    a system call was injected on the thread we must do it, or the thread
-    would return to user space with -ERESTARTSYS in rax.
-    """
-    orig = saved.orig_rax
-    result = saved.rax - (1 << 64) if saved.rax >= 1 << 63 else saved.rax
-    if orig >= 1 << 63:  # not in a system call
-        return saved
-    if -result in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
-        return saved.set(rax=orig, rip=saved.rip - SYSCALL_INSTRUCTION_SIZE)
-    if -result == ERESTART_RESTARTBLOCK:
-        return saved.set(rax=NR_RESTART_SYSCALL, rip=saved.rip - SYSCALL_INSTRUCTION_SIZE)
-    return saved
-
-
-SIGSEGV = 11
-
-
-def inject_call(tid: int, function: int, write_memory) -> int:  # type: ignore[no-untyped-def]
-    """Call ``function()`` (no arguments) on stopped thread *tid*; return its rax.
-
-    Used for IFUNC resolvers.  The call returns to address 0; the fault there
-    stops the thread, the result is read, and the fault is never delivered.
-    The thread is left stopped with its registers as before.
-    """
-    saved = get_registers(tid)
-    # Below the red zone, 16-byte aligned as after a call instruction pushed the return address.
-    stack = ((saved.rsp - 1024) & ~0xF) - 8
-    write_memory(stack, b"\0" * 8)
-    set_registers(tid, saved.set(rip=function, rsp=stack, rax=0, orig_rax=-1))
-    try:
-        cont(tid)
-        kind, signal = wait_stop(tid)
-        while kind == "signal" and signal != SIGSEGV:
-            cont(tid)  # an unrelated signal during the call: the thread re-raises it later
-            kind, signal = wait_stop(tid)
-        registers = get_registers(tid)
-        if kind != "signal" or registers.rip != 0:
-            raise PtraceError(f"the call injected on thread {tid} did not return ({kind} at {registers.rip:#x})",
-                              errno.EIO)
-        return registers.rax
-    finally:
-        set_registers(tid, restart_registers(saved))
-
-
-def inject_syscall(tid: int, gadget: int, number: int, *arguments: int) -> int:
-    """Run system call *number* on stopped thread *tid*, return its result.
-
-    *gadget* is the address of a ``syscall`` instruction in the target.  The
-    thread is left stopped with its registers as before (set up to restart
-    an interrupted system call).
-    """
-    saved = get_registers(tid)
-    names = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
-    injected = saved.set(rip=gadget, rax=number, orig_rax=-1, **dict(zip(names, arguments)))
-    set_registers(tid, injected)
-    try:
-        for expected in ("entry", "exit"):
-            _call(PTRACE_SYSCALL, tid)
-            kind, signal = wait_stop(tid)
-            while kind == "signal":  # a signal arrived meanwhile: keep it for later, step on
-                _call(PTRACE_SYSCALL, tid)
-                kind, signal = wait_stop(tid)
-            if kind != "syscall":
-                raise PtraceError(f"thread {tid} did not reach the injected system call's {expected} ({kind})",
-                                  errno.EIO)
-        result = get_registers(tid).rax
-    finally:
-        set_registers(tid, restart_registers(saved))
-    return result - (1 << 64) if result >= 1 << 63 else result

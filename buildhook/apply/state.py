@@ -1,12 +1,23 @@
 """What is applied, recorded inside the target itself.
 
-Each applied patch lives in a memfd named ``buildhook:<patch id>``; its
-first pages (mapped read-only) hold this record as JSON: the patch id and
-releases, every redirected function with the bytes its jump overwrote, and
-the region.  A later applier process finds the records through
-``/proc/PID/maps`` and reads them through ``/proc/PID/map_files``, so
-``status`` and ``revert`` need no side files, and a restarted process (a
-fresh mapping) simply has no patches.
+Each patch lives in a memfd named ``buildhook:<patch id>``; its first pages
+(mapped read-only) hold this record as JSON: the patch id and releases,
+every function it redirects (its entry, the bytes the jump replaced, its
+gate and entry copy, see gates.py), the region and where its control page
+is.  The record is written once, before the patch is committed, and never
+changes; what happened to the patch is the commit flag in its control page
+(private memory of each process: a forked child has its own):
+
+* prepared — never committed: a leftover of an applier that was stopped
+  short; nothing runs its new code, the next apply or revert removes it;
+* committed — applied, unless a newer patch that replaces it was committed;
+* reverted.
+
+A later applier process finds the records through ``/proc/PID/maps``, reads
+them through ``/proc/PID/map_files`` and the flags through process memory,
+so ``status`` and ``revert`` need no side files.  Regions of replaced and
+reverted patches stay mapped: the process may still hold pointers into
+them (strings, function pointers, data).
 """
 
 from __future__ import annotations
@@ -14,9 +25,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from buildhook.apply.process import Mapping, read_maps
+from buildhook.apply import gates
+from buildhook.apply.process import Mapping, proc_dir, read_maps
 
-STATE_FORMAT = "buildhook-state/1"
+STATE_FORMAT = "buildhook-state/2"
 MEMFD_PREFIX = "buildhook:"
 
 
@@ -29,6 +41,10 @@ class RedirectedFunction:
     original: str        # hex of the bytes the jump replaced
     old_size: int
     old_parts: list[list[int]] = field(default_factory=list)  # run-time [address, size] of old .cold parts
+    gate: int = 0        # this patch's gate for the function (the jump at its entry goes there)
+    copy: int = 0        # the old function's entry copy (runs the old function), this patch's or an older one's
+    number: int = 0      # its pointer pair in the control page
+    kind: str = "replaced"  # or "restored": an older patch's function this one gives back its old code
 
 
 @dataclass
@@ -46,12 +62,21 @@ class AppliedPatch:
     functions: list[RedirectedFunction]
     applied_at: float
     po_name: str = ""
+    control: int = 0     # run-time address of the control page (commit flag, gate pointers)
+    replaces: str = ""   # the patch this one replaced when it was committed
+    variables: list[list] = field(default_factory=list)  # [name, file, size, run-time address] of new variables
+    flag: int = -1       # read from the process, not part of the record (-1: unreadable)
+
+    @property
+    def replaced_functions(self) -> list[RedirectedFunction]:
+        return [f for f in self.functions if f.kind == "replaced"]
 
     def to_bytes(self, size: int) -> bytes:
         record = {
             "format": STATE_FORMAT, "patch_id": self.patch_id, "target_build_id": self.target_build_id,
             "from": self.from_release, "to": self.to_release, "region": [self.region_start, self.region_end],
             "code": [self.code_start, self.code_end], "applied_at": self.applied_at, "po": self.po_name,
+            "control": self.control, "replaces": self.replaces, "variables": self.variables,
             "functions": [vars(function) for function in self.functions],
         }
         data = json.dumps(record, sort_keys=True).encode("utf-8")
@@ -63,11 +88,13 @@ class AppliedPatch:
     def from_bytes(cls, data: bytes) -> AppliedPatch:
         record = json.loads(data.rstrip(b"\0").decode("utf-8"))
         if record.get("format") != STATE_FORMAT:
-            raise ValueError(f"unknown state format {record.get('format')!r}")
+            raise ValueError(f"state format {record.get('format')!r}, not {STATE_FORMAT!r}: this patch was "
+                             "applied by another version of buildhook; revert it with that version")
         return cls(record["patch_id"], record["target_build_id"], record["from"], record["to"],
                    record["region"][0], record["region"][1], record["code"][0], record["code"][1],
                    [RedirectedFunction(**function) for function in record["functions"]],
-                   record["applied_at"], record.get("po", ""))
+                   record["applied_at"], record.get("po", ""), record["control"], record["replaces"],
+                   record["variables"])
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -75,7 +102,7 @@ class AppliedPatch:
             "target_build_id": self.target_build_id, "applied_at": self.applied_at,
             "region": [hex(self.region_start), hex(self.region_end)],
             "functions": [{"name": f.name, "file": f.file, "address": hex(f.address),
-                           "redirected_to": hex(f.destination)} for f in self.functions],
+                           "redirected_to": hex(f.destination)} for f in self.replaced_functions],
         }
 
 
@@ -85,10 +112,47 @@ def state_mappings(pid: int) -> list[Mapping]:
             if m.path.startswith("/memfd:" + MEMFD_PREFIX) and m.offset == 0 and m.perms.startswith("r--")]
 
 
-def applied_patches(pid: int) -> list[AppliedPatch]:
-    """Every patch applied to the process, oldest first."""
+def _read_flag(pid: int, patch: AppliedPatch) -> int:
+    try:
+        with open(f"{proc_dir(pid)}/mem", "rb") as memory:
+            memory.seek(patch.control)
+            data = memory.read(1)
+    except OSError:
+        return -1
+    return data[0] if data else -1
+
+
+def recorded_patches(pid: int) -> list[AppliedPatch]:
+    """Every patch record in the process with its flag, oldest first (applied or not)."""
     patches = []
-    for mapping in state_mappings(pid):
-        with open(f"/proc/{pid}/map_files/{mapping.start:x}-{mapping.end:x}", "rb") as handle:
-            patches.append(AppliedPatch.from_bytes(handle.read(mapping.size)))
+    with open(f"{proc_dir(pid)}/mem", "rb") as memory:
+        records = []
+        for mapping in state_mappings(pid):
+            memory.seek(mapping.start)
+            records.append(memory.read(mapping.size))
+    for data in records:
+        patch = AppliedPatch.from_bytes(data)
+        patch.flag = _read_flag(pid, patch)
+        patches.append(patch)
     return sorted(patches, key=lambda patch: patch.applied_at)
+
+
+def superseded(patch: AppliedPatch, patches: list[AppliedPatch]) -> bool:
+    """Whether a newer patch that replaced *patch* was committed (and maybe reverted since)."""
+    return any(other.replaces == patch.patch_id and other.flag in (gates.COMMITTED, gates.REVERTED)
+               for other in patches)
+
+
+def condition(patch: AppliedPatch, patches: list[AppliedPatch]) -> str:
+    """applied, replaced, reverted or leftover (prepared, never committed: the next run removes it)."""
+    if patch.flag == gates.COMMITTED:
+        return "replaced" if superseded(patch, patches) else "applied"
+    if patch.flag == gates.REVERTED:
+        return "reverted"
+    return "leftover"
+
+
+def applied_patches(pid: int) -> list[AppliedPatch]:
+    """The patches in effect in the process, oldest first (at most one per target build)."""
+    patches = recorded_patches(pid)
+    return [patch for patch in patches if condition(patch, patches) == "applied"]

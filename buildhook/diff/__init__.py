@@ -90,7 +90,8 @@ def make_patch(store: Store, base: LinkRecord, new: LinkRecord, from_tag: str, t
              "symbol": f.symbol}
             for f in result.new_functions
         ],
-        "new_data": [{"name": d.name, "file": d.file, "size": d.size, "section": d.section} for d in result.new_data],
+        "new_data": [{"name": d.name, "file": d.file, "size": d.size, "section": d.section, "symbol": d.symbol}
+                     for d in result.new_data],
         "warnings": [{"symbol": w.symbol, "file": w.file, "rule": w.rule, "message": w.message}
                      for w in result.warnings],
         "hooks": [],

@@ -738,7 +738,8 @@ class PatchPlanner:
                                                  key=lambda item: (self.units[item[0][0]].file, item[0][1])):
             unit = self.units[unit_index]
             section = unit.new.sections[symbol.section].name if isinstance(symbol.section, int) else "COMMON"
-            self.result.new_data.append(model.DataEntry(name, unit.file, symbol.size, section))
+            self.result.new_data.append(model.DataEntry(name, unit.file, symbol.size, section,
+                                                        self._defined_symbols[(unit_index, name)]))
 
 
 def _kind(symbol: Symbol) -> str:

@@ -69,6 +69,7 @@ class DataEntry:
     file: str
     size: int
     section: str
+    symbol: int = -1  # its patch symbol (metadata only: a newer patch keeps an older one's running variable)
 
 
 @dataclass

@@ -100,8 +100,8 @@ def write_patch(content: PatchContent) -> bytes:
         dict(content.symbols[i].binding or {}, index=elf_index[i], name=content.symbols[i].name)
         for i in undefined
     ]
-    # Function entries name their code by content symbol index; the file uses ELF indices.
-    for listing in ("functions", "new_functions"):
+    # Function and data entries name their symbol by content symbol index; the file uses ELF indices.
+    for listing in ("functions", "new_functions", "new_data"):
         for entry in metadata.get(listing, []):  # type: ignore[union-attr]
             if "symbol" in entry:
                 entry["symbol"] = elf_index[entry["symbol"]]

@@ -1,0 +1,44 @@
+"""Build a test program's releases with the wrapper: the old one released, each later one as a .po from it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import BIN_DIR, run
+
+PROGRAMS = Path(__file__).resolve().parent.parent / "apply_programs"
+BUILDHOOK = str(BIN_DIR / "buildhook")
+CFLAGS = ["-O2", "-g", "-Wall", "-pthread"]
+
+
+@dataclass
+class Releases:
+    """The old binary and, per later version, the .po that patches a process of it to that version."""
+
+    old: Path
+    patches: dict[str, Path]
+    env: dict[str, str]
+
+
+def build_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases:
+    """apply_programs/<name>/old is built and released; then every version over it, in order."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
+    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(root / "store"),
+               BUILDHOOK_CONFIG=str(root / "none.toml"))
+    work = root / name
+    work.mkdir(parents=True)
+    patches = {}
+    for version in ("old", *versions):
+        shutil.copy2(PROGRAMS / name / version / "main.c", work / "main.c")
+        run(["buildhook-cc", *CFLAGS, "-c", "main.c", "-o", "main.o"], env, cwd=work)
+        run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
+        if version == "old":
+            run([BUILDHOOK, "release", "old"], env)
+            shutil.copy2(work / "prog", root / f"{name}-old")
+        else:
+            patches[version] = root / f"{name}-{version}.po"
+            shutil.copy2(work / "prog.from-old.po", patches[version])
+    return Releases(root / f"{name}-old", patches, env)
