@@ -11,6 +11,12 @@ answer, so the check stays sound.
 The unwinder reads ``.eh_frame_hdr``'s sorted table to find an FDE, runs the
 CIE and FDE call-frame instructions up to the PC (the common subset gcc
 and glibc emit), and caches the resulting rule per PC.
+
+A signal handler's frame returns to the signal restorer (glibc's
+``__restore_rt``: ``mov $15,%rax; syscall``), whose FDE is a CFA expression
+this unwinder does not run.  ``walk`` stops there instead and says where the
+kernel's signal frame is; the caller reads the interrupted registers from
+the ucontext that follows and unwinds on from them (safety.py).
 """
 
 from __future__ import annotations
@@ -252,11 +258,27 @@ class EhFrame:
                 raise UnwindError(f"call frame instruction {op:#x}")
 
 
+# rt_sigreturn, as every signal restorer does it: mov $15,%rax; syscall.
+RESTORER_CODE = bytes.fromhex("48c7c00f0000000f05")
+
+
 class ModuleFrames:
-    """Unwind tables of every loaded module, by run-time address."""
+    """Unwind tables of every loaded module, by run-time address.
+
+    ``restorers``: run-time addresses of signal restorers (return addresses
+    of signal handlers).  ``switches_stacks``: why the process may switch
+    between user-level stacks (an import of swapcontext…), or None.
+    """
 
     def __init__(self) -> None:
         self._modules: list[tuple[int, int, int, EhFrame | None]] = []  # (start, end, bias, table)
+        self.restorers: frozenset[int] = frozenset()
+        self.switches_stacks: str | None = None
+        self.memory_hit: tuple[float, str, str] | None = None  # safety.py's last memory scan hit: (until, label, where)
+
+    def in_restorer(self, pc: int) -> bool:
+        """Is *pc* inside a signal restorer (the handler has returned, rt_sigreturn is next)?"""
+        return any(0 <= pc - start < len(RESTORER_CODE) for start in self.restorers)
 
     def add(self, start: int, end: int, bias: int, table: EhFrame | None) -> None:
         self._modules.append((start, end, bias, table))
@@ -274,10 +296,27 @@ class ModuleFrames:
 def return_addresses(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes,
                      stack_start: int) -> list[int]:
     """Every live return address of a thread, innermost first (raises UnwindError when lost)."""
+    found, signal_frame = walk(frames, rip, registers, stack, stack_start)
+    if signal_frame is not None:
+        raise UnwindError(f"signal frame at {signal_frame:#x}")
+    return found
+
+
+def walk(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes,
+         stack_start: int) -> tuple[list[int], int | None]:
+    """The live return addresses from *rip* outwards, innermost first, up to the outermost frame or
+    to a signal frame: (addresses, None) or (addresses, address of the signal frame's return slot).
+    *registers* (by DWARF number) must hold rsp; the callee-saved ones are used when saved.
+
+    The kernel's ``struct rt_sigframe`` starts at that slot (``pretcode``, the
+    restorer's address); its ucontext follows.  Raises UnwindError when lost.
+    """
     unpack = struct.unpack_from
     limit = len(stack) - 8
     found: list[int] = []
     regs = dict(registers)
+    if frames.in_restorer(rip):
+        return found, regs[RSP] - 8  # the handler's ret popped pretcode: the ucontext is at rsp
     rule = frames.rule_at(rip)
     for _depth in range(MAX_FRAMES):
         base = regs.get(rule.cfa_register)
@@ -285,19 +324,25 @@ def return_addresses(frames: ModuleFrames, rip: int, registers: dict[int, int], 
             raise UnwindError(f"CFA based on register {rule.cfa_register}")
         cfa = base + rule.cfa_offset
         if rule.return_offset is None:
-            return found  # outermost frame (clone, _start)
-        offset = cfa + rule.return_offset - stack_start
+            return found, None  # outermost frame (clone, _start)
+        slot = cfa + rule.return_offset
+        offset = slot - stack_start
         if not 0 <= offset <= limit:
             raise UnwindError("return address outside the captured stack")
         pc = unpack("<Q", stack, offset)[0]
+        if pc in frames.restorers:
+            return found, slot
         for register, saved_at in rule.callee_saved:
             where = cfa + saved_at - stack_start
             if not 0 <= where <= limit:
                 raise UnwindError("saved register outside the captured stack")
             regs[register] = unpack("<Q", stack, where)[0]
         if pc == 0:
-            return found
+            return found, None
         found.append(pc)
+        # Callers' frames are described by their callee-saved registers only (a context a signal
+        # interrupted comes with every register: the others are its own, not its callers').
+        regs = {register: value for register, value in regs.items() if register in CALLEE_SAVED}
         regs[RSP] = cfa
         rule = frames.rule_at(pc - 1)
     raise UnwindError("too many frames")

@@ -54,3 +54,16 @@ def dynamic_exports(data: bytes) -> dict[str, DynamicExport]:
             continue
         exports[name] = DynamicExport(name, value, kind, info & 0xF == STT_GNU_IFUNC)
     return exports
+
+
+def dynamic_imports(data: bytes) -> set[str]:
+    """The names of every undefined dynamic symbol: what the file expects another object to define."""
+    elf = ELFFile(io.BytesIO(data))
+    dynsym = elf.get_section_by_name(".dynsym")
+    if dynsym is None:
+        return set()
+    strings = elf.get_section(dynsym.header.sh_link).data()
+    table = data[dynsym.header.sh_offset:dynsym.header.sh_offset + dynsym.header.sh_size]
+    return {strings[name_at:strings.find(b"\0", name_at)].decode("utf-8", "replace")
+            for name_at, _info, _other, shndx, _value, _size in SYMBOL.iter_unpack(table)
+            if shndx == 0 and name_at}

@@ -1,0 +1,124 @@
+"""Activeness on every stack: frames no thread's stack pointer leads to are still seen.
+
+Two real programs put the patched function ``f`` live where the thread scan
+alone never looks: below a signal handler that runs on an alternate signal
+stack, and on the stack of a parked coroutine (makecontext/swapcontext).
+Applying must be refused while ``f`` is there, leave the process as it was,
+and succeed once ``f`` has returned.  A thread whose stack cannot be found or
+read counts as busy.  Every process a test starts is stopped by PID with a
+timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from buildhook.apply import ptrace
+from buildhook.apply.safety import (
+    BusyRange,
+    MapIndex,
+    RangeSet,
+    busy_threads,
+    stack_ranges,
+)
+from tests.test_apply import Program, buildhook, region_mapped, start_program, status
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests attach with ptrace as root")
+
+
+def send(program: Program, command: str) -> None:
+    assert program.process.stdin is not None
+    program.process.stdin.write(command.encode() + b"\n")
+    program.process.stdin.flush()
+
+
+def refused_while_f_is_live(program: Program) -> None:
+    """``apply --timeout 0.5`` is refused naming f, and the process is as it was."""
+    pid = program.process.pid
+    started = time.monotonic()
+    result = buildhook(["apply", str(program.po), "--pid", str(pid), "--timeout", "0.5"], program.env, check=False)
+    assert result.returncode == 2, result.stderr.decode()
+    [line] = result.stderr.decode().strip().splitlines()
+    assert ": f always in use" in line, line
+    assert time.monotonic() - started < 30
+    assert program.process.poll() is None
+    assert not region_mapped(pid)
+    assert status(pid, program.env) == []
+
+
+def applied_once_f_returned(program: Program) -> None:
+    send(program, "call")
+    assert program.read_line() == "f old"
+    buildhook(["apply", str(program.po), "--pid", str(program.process.pid), "--timeout", "5"], program.env)
+    [applied] = status(program.process.pid, program.env)
+    assert [function["name"] for function in applied["functions"]] == ["f"]
+    send(program, "call")
+    assert program.read_line() == "f new"
+
+
+def test_frame_below_a_signal_handler_on_an_alternate_stack_is_busy(tmp_path: Path) -> None:
+    program = start_program("altstack", tmp_path)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "enter")
+        assert program.read_line() == "handler on altstack"
+        refused_while_f_is_live(program)
+        send(program, "release")
+        assert program.read_line() == "f old", "the interrupted f finished as the old code"
+        applied_once_f_returned(program)
+    finally:
+        program.stop()
+
+
+def test_function_parked_in_a_coroutine_is_busy(tmp_path: Path) -> None:
+    program = start_program("coroutine", tmp_path)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "enter")
+        assert program.read_line() == "parked"
+        refused_while_f_is_live(program)
+        send(program, "release")
+        assert program.read_line() == "f old", "the parked f finished as the old code"
+        applied_once_f_returned(program)
+        send(program, "enter")
+        assert program.read_line() == "parked"
+        send(program, "release")
+        assert program.read_line() == "f new", "a new coroutine runs the new f"
+    finally:
+        program.stop()
+
+
+def test_a_stack_that_cannot_be_found_or_read_is_busy() -> None:
+    """No stop needed: busy_threads reads a running process's memory as root."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        pid = sleeper.pid
+        maps = MapIndex(_maps(pid))
+        busy = RangeSet([BusyRange(0x1234_5678_9000, 0x1234_5678_a000, "f")])  # no word points there
+        base = ptrace.Registers([0] * len(ptrace.REGISTER_NAMES))
+        stack = next(m for m in maps.maps if m.path == "[stack]")
+        live = base.set(rsp=stack.end - 4096, rip=0x10)
+        unmapped = base.set(rsp=8, rip=0x10)
+        registers = {pid: live, pid + 1: unmapped}
+        stacks = stack_ranges(registers, maps)
+        assert set(stacks) == {pid}
+        assert busy_threads(pid, {pid: live}, stacks, busy) == []
+        [found] = busy_threads(pid, registers, stacks, busy)
+        assert found.tid == pid + 1 and "mapping" in found.where
+        gap = max(m.end for m in maps.maps if m.end < 1 << 47)  # nothing is mapped there
+        [found] = busy_threads(pid, {pid: live}, {pid: (gap, 4096)}, busy)
+        assert found.tid == pid and "read" in found.where
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+
+
+def _maps(pid: int):  # type: ignore[no-untyped-def]
+    from buildhook.apply.process import read_maps
+
+    return read_maps(pid)
