@@ -77,3 +77,35 @@ def test_no_signal_is_lost_or_changed_by_apply_and_revert(tmp_path: Path) -> Non
     finally:
         stop.set()
         program.stop()
+
+
+def test_a_signal_the_injecting_thread_stopped_on_is_delivered(tmp_path: Path) -> None:
+    """Reduced case (lost SIGUSR1, seen once in the test above under load): the thread the applier runs
+    its calls on was stopped in a signal-delivery stop; resuming it with the injected registers
+    discarded the signal, and re-sending it from a later interrupt stop is ignored by the kernel.
+    Deterministic here: while traced, the main thread stops on SIGUSR1 and waits for the tracer."""
+    from buildhook.apply.applier import _Session
+    from buildhook.apply.inject import SYS_GETPID
+
+    program = start_program("signals", tmp_path)
+    pid = program.process.pid
+    try:
+        assert program.read_line() == "ready"
+        session = _Session(pid, 5.0)
+        try:
+            session.group.seize_all()
+            os.kill(pid, signal.SIGUSR1)
+            time.sleep(0.2)  # the main thread dequeues it and waits for us in a signal-delivery stop
+            session.group.stop(pid)  # the race: the signal came just before the interrupt for the calls
+            assert pid in session.group.pending
+            assert session.syscalls([(SYS_GETPID,)]) == [pid]
+        finally:
+            session.close()
+        assert program.process.stdin is not None
+        time.sleep(0.2)
+        program.process.stdin.write(b"report\n")
+        program.process.stdin.flush()
+        report = dict(item.split("=") for item in program.read_line().split())
+        assert report["usr1"] == "1" and report["eintr"] == "0", report
+    finally:
+        program.stop()

@@ -1,19 +1,21 @@
-"""Applying, reverting and listing patches in a running process (DESIGN §5).
+"""Applying, reverting and listing patches in a running process (DESIGN §5, docs/apply.md).
 
 Order matters: everything that can fail is checked before the target is
-touched (the .po, the target's build-id, the bytes of every function to
-redirect, every symbol, the layout and every relocation).  Then:
+touched (pre-flight, the .po, the target's build-id, the bytes of every
+function to redirect, every symbol, the layout and every relocation).  Then:
 
 1. seize every thread (no stop);
-2. stop one thread briefly to create the patch region (memfd + mmap,
-   injected as system calls) — the region is filled from here, through the
-   memfd, while the process runs;
-3. stop the world, check that no thread is in code about to change, write
-   every jump (and restore what a replaced patch had redirected) and let
-   go: the pause is measured across this step only; busy → let go, retry
-   until the timeout, then remove the region and refuse, naming the busy
-   functions and threads;
-4. detach.
+2. stop one thread briefly to create the patch region (memfd + mmap, run
+   by that thread through the return stub, inject.py) — the record, code
+   and data are written through the memfd before it is mapped;
+3. stop the world, check that no thread is in code about to change, then
+   commit (gates.py): entries to the gates, one byte, and let go; the pause
+   is measured across this step only; busy → let go, retry until the
+   timeout, then remove the region and refuse, naming what is busy;
+4. detach; remove what an earlier applier stopped short left behind.
+
+Whatever happens to this process, the target runs wholly old or wholly new:
+the commit byte is the only write that changes what runs.
 
 Standard library, pyelftools and buildhook's own .po reader only.
 """
@@ -103,6 +105,8 @@ def _after_late_stop() -> float:
     """How long to let the process run after a stop gave up on a late thread: the late stop held the
     others for a whole budget, so wait ten budgets (the process runs >90% of the time meanwhile)."""
     return max(RETRY_PAUSE_S, 10 * STOP_BUDGET_S)
+
+
 _T = TypeVar("_T")
 
 
@@ -139,7 +143,7 @@ class _Session:
         self._stub: int | None = None
         self._padding = b""  # what the stub overwrote, put back at the end
         self._stub_in_use = False
-        self._checked = False
+        self._checked: set[int] = set()  # threads whose seccomp filters were evaluated
 
     def close(self) -> None:
         """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""
@@ -171,26 +175,44 @@ class _Session:
             self.group.seize_all()
         return self.group.live_thread()
 
-    def stop(self, tid: int) -> None:
-        """Stop *tid*, retrying while it won't (bounded each time, see threads.py) until the deadline."""
+    def _stop_a_thread(self) -> int:
+        """Stop a thread to run calls on; one that won't stop (threads.py) makes another be chosen,
+        or the same tried again later, until the deadline."""
         while True:
+            tid = self._injector_thread()
             try:
                 self.group.stop(tid)
-                return
+                self._deliver_held_signal(tid)
+                return tid
             except ThreadWontStop as exc:
                 if time.monotonic() >= self.deadline:
                     raise ApplyRefused(f"{exc}") from exc
                 time.sleep(_after_late_stop())
 
+    def _deliver_held_signal(self, tid: int) -> None:
+        """A thread stopped as it dequeued a signal (a signal-delivery stop) must get it before it runs
+        calls for us: resumed with other registers the signal would be dropped, and sending it again from
+        a later stop is ignored by the kernel.  So it is delivered now, as the kernel was about to (handler
+        frame, EINTR or restart of an interrupted call), and the thread stopped again by an interrupt."""
+        while tid in self.group.pending:
+            signo = self.group.pending.pop(tid)
+            ptrace.interrupt(tid)
+            ptrace.cont(tid, signo)
+            kind, signo = ptrace.wait_stop(tid)
+            if kind == "signal":
+                self.group.pending[tid] = signo  # another one came: deliver it too
+            elif kind == "exited":
+                raise ProcessError(f"thread {tid} of process {self.pid} ended while being stopped")
+        self.group.interrupted.discard(tid)
+
     def run(self, work: Callable[[Injector], _T]) -> _T:
         """Run *work* with an injector on a briefly stopped thread; the thread is put back as it was."""
-        tid = self._injector_thread()
         stub = self.stub()
-        self.stop(tid)
+        tid = self._stop_a_thread()
         try:
-            if not self._checked:
+            if tid not in self._checked:
                 self._check_seccomp(tid, stub)
-                self._checked = True
+                self._checked.add(tid)
             injector = Injector(tid, stub, self.memory.write)
             self._stub_in_use = True
             try:
