@@ -70,6 +70,7 @@ from buildhook.apply.process import (
 )
 from buildhook.apply.safety import (
     BusyRange,
+    BusyThread,
     MapIndex,
     RangeSet,
     busy_threads,
@@ -655,7 +656,43 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
             raise ApplyRefused(f"busy after {timeout:g} s: {', '.join(names)} always in use (threads {threads}); "
                                "nothing was changed")
         retries += 1
+        _wait_for_a_change(session.pid, found, deadline)
+
+
+WATCH_INTERVAL_S = 0.001
+
+
+def _syscall_line(pid: int, tid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _wait_for_a_change(pid: int, found: list[BusyThread], deadline: float) -> None:
+    """Wait until a busy thread may have left the code that is busy, without stopping the process.
+
+    A thread blocked in a system call shows it in /proc/PID/task/TID/syscall
+    (number, arguments, stack pointer, PC): while that line stays the same
+    the thread has not moved, its busy frame is still live, and checking
+    again would only stop the process for nothing.  The line changes the
+    moment the call returns, and the check runs again at once: the patch is
+    applied as soon as the frame has returned.  A running thread, or a hit
+    in memory (a parked coroutine), cannot be watched so: the check is
+    retried after RETRY_PAUSE_S.  (A breakpoint on the return address, as
+    libcare sets, would be quicker for those, but it outlives the applier:
+    were it killed, the thread would die of the SIGTRAP.)
+    """
+    watched = {item.tid: _syscall_line(pid, item.tid) for item in found}
+    if not found or any(item.where not in ("pc", "stack") for item in found) or \
+            any(line in ("", "running") or line.startswith("-1") for line in watched.values()):
         time.sleep(RETRY_PAUSE_S)
+        return
+    while time.monotonic() < deadline:
+        time.sleep(WATCH_INTERVAL_S)
+        if any(_syscall_line(pid, tid) != line for tid, line in watched.items()):
+            return
 
 
 # -- revert and status ---------------------------------------------------------------
