@@ -11,6 +11,7 @@ timeout.
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import time
@@ -122,3 +123,51 @@ def _maps(pid: int):  # type: ignore[no-untyped-def]
     from buildhook.apply.process import read_maps
 
     return read_maps(pid)
+
+
+def _run_blocked(tmp_path: Path, name: str, source: str, libraries: list[str]) -> subprocess.Popen[bytes]:
+    (tmp_path / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-O1", str(tmp_path / f"{name}.c"), "-o", str(tmp_path / name), *libraries], check=True)
+    process = subprocess.Popen([str(tmp_path / name)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    return process
+
+
+def test_only_real_stack_switching_turns_the_memory_scan_on(tmp_path: Path) -> None:
+    """Reduced case of memcached's 42 ms pauses (and a refusal): libcrypto imports makecontext for
+    OpenSSL's ASYNC jobs, which made every TLS server's memory be scanned in every pause.  A program
+    that links libcrypto is not scanned; one that imports makecontext itself is."""
+    import ctypes.util
+
+    from buildhook.apply.process import mapped_objects
+    from buildhook.apply.safety import unwind_tables
+
+    crypto = ctypes.util.find_library("crypto")
+    found = [path for path in glob.glob("/usr/lib/x86_64-linux-gnu/libcrypto.so.*") + glob.glob("/lib64/libcrypto.so.*")
+             if crypto and os.path.basename(path).startswith(crypto.split(".so")[0])]
+    if not found:
+        pytest.skip("no libcrypto on this machine")
+    tls = _run_blocked(tmp_path, "tls", """
+        #include <stdio.h>
+        unsigned long OpenSSL_version_num(void);
+        int main(void) { printf("ready\\n"); fflush(stdout); getchar(); return OpenSSL_version_num() == 0; }
+        """, [found[0]])
+    own = _run_blocked(tmp_path, "own", """
+        #include <stdio.h>
+        #include <ucontext.h>
+        static void nothing(void) {}
+        int main(int argc, char **argv) {
+            ucontext_t context;
+            (void)argv;
+            if (argc > 5) { getcontext(&context); makecontext(&context, nothing, 0); }
+            printf("ready\\n"); fflush(stdout); getchar(); return 0;
+        }
+        """, [])
+    try:
+        assert any("libcrypto" in item.path for item in mapped_objects(tls.pid))
+        assert unwind_tables(mapped_objects(tls.pid)).switches_stacks is None
+        assert "makecontext" in (unwind_tables(mapped_objects(own.pid)).switches_stacks or "")
+    finally:
+        for process in (tls, own):
+            process.kill()
+            process.wait(timeout=10)

@@ -406,8 +406,23 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
                             layout.gate(n), g.copy, n, g.kind) for n, g in enumerate(result)],
         time.time(), po_name, layout.control, live.patch_id if live else "",
         [[v["name"], v["file"], int(v["size"]), kept.get(int(v["symbol"])) or _address_of(patch, layout, v)]
-         for v in _variables(patch)])
+         for v in _variables(patch)],
+        _instructions(patch, layout))
     return _Plan(layout, bytes(code), bytes(data), result, state)
+
+
+def _instructions(patch: PatchObject, layout: PatchLayout) -> list[list[int]]:
+    """The region's functions, gates and entry copies, one [start, end) each, for the activeness check:
+    a pointer to its read-only data or its GOT is no call in progress, and a word equal to a first byte
+    is a function pointer or a gate pointer of the control page, not a return address (safety.py)."""
+    code = {index for index, s in patch.sections.items() if s.flags & fmt.SHF_EXECINSTR}
+    functions = sorted({(layout.address_of_section(s.section) + s.value, s.size) for s in patch.symbols
+                        if s.section in code and s.type == fmt.STT_FUNC and s.size})
+    spans = [[start, start + size] for start, size in functions]
+    for number in range(layout.gates):  # one each: the control page points at their first bytes
+        spans += [[layout.gate(number), layout.gate(number) + gates.GATE_SIZE],
+                  [layout.copy(number), layout.copy(number) + gates.COPY_SIZE]]
+    return sorted(spans)
 
 
 def _variables(patch: PatchObject) -> list[dict]:
@@ -482,7 +497,8 @@ def _busy_ranges(functions: list[_Gate], live: AppliedPatch | None,
             for part_address, part_size in gate.old_parts:
                 ranges.append(BusyRange(part_address, part_address + part_size, gate.name + ".cold"))
     for patch in ([live] if live else []) + leftovers:
-        ranges.append(BusyRange(patch.code_start, patch.code_end, f"code of patch {patch.patch_id[:16]}"))
+        for start, end in patch.text or [[patch.code_start, patch.code_end]]:
+            ranges.append(BusyRange(start, end, f"code of patch {patch.patch_id[:16]}"))
     return ranges
 
 

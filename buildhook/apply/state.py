@@ -65,6 +65,7 @@ class AppliedPatch:
     control: int = 0     # run-time address of the control page (commit flag, gate pointers)
     replaces: str = ""   # the patch this one replaced when it was committed
     variables: list[list] = field(default_factory=list)  # [name, file, size, run-time address] of new variables
+    text: list[list[int]] = field(default_factory=list)  # [start, end) of its instructions: code, gates, copies
     flag: int = -1       # read from the process, not part of the record (-1: unreadable)
 
     @property
@@ -76,7 +77,7 @@ class AppliedPatch:
             "format": STATE_FORMAT, "patch_id": self.patch_id, "target_build_id": self.target_build_id,
             "from": self.from_release, "to": self.to_release, "region": [self.region_start, self.region_end],
             "code": [self.code_start, self.code_end], "applied_at": self.applied_at, "po": self.po_name,
-            "control": self.control, "replaces": self.replaces, "variables": self.variables,
+            "control": self.control, "replaces": self.replaces, "variables": self.variables, "text": self.text,
             "functions": [vars(function) for function in self.functions],
         }
         data = json.dumps(record, sort_keys=True).encode("utf-8")
@@ -94,7 +95,7 @@ class AppliedPatch:
                    record["region"][0], record["region"][1], record["code"][0], record["code"][1],
                    [RedirectedFunction(**function) for function in record["functions"]],
                    record["applied_at"], record.get("po", ""), record["control"], record["replaces"],
-                   record["variables"])
+                   record["variables"], record["text"])
 
     def to_json(self) -> dict[str, object]:
         return {

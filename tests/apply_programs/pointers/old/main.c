@@ -3,10 +3,14 @@
  * variables of the base; with a patch applied both point into the patch's
  * region. "show" prints them; "bump" counts in a variable the patch adds;
  * "fork" forks: the child bumps 100 times and reports, then the parent
- * reports its own count (the patch's data must be copy-on-write). */
+ * reports its own count (the patch's data must be copy-on-write). It imports
+ * makecontext, so the applier scans all its writable memory for busy words:
+ * "keep"'s pointers into a patch's read-only data must not count. */
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/wait.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 static int one(void) { return 1; }
@@ -21,6 +25,11 @@ static int (*kept_fn)(void) = one;
 
 int main(void) {
     char line[64];
+    if (getenv("POINTERS_NEVER_SET")) {  /* imports makecontext: the applier scans all memory in the pause */
+        ucontext_t context;
+        getcontext(&context);
+        makecontext(&context, (void (*)(void))one, 0);
+    }
     printf("ready\n");
     fflush(stdout);
     while (fgets(line, sizeof line, stdin)) {
