@@ -577,16 +577,19 @@ def _reverted_region(records: _Records, patch_id: str) -> AppliedPatch | None:
 
 def _commit_writes(memory: ptrace.ProcessMemory, records: _Records, planned: list[_Gate],
                    control: int) -> Callable[[], None]:
-    """The commit, to run with the world stopped; only the one-byte write changes what runs."""
-    ours = {gate.address for gate in planned}
+    """The commit, to run with the world stopped; only the one-byte write changes what runs.
+
+    What must be set right is read now, before the stop: only the applier writes entries.
+    """
+    fixes = records.reconcile(memory, {gate.address for gate in planned})
+    jumps = [(gate.address, jump_bytes(gate.address, gate.gate)) for gate in planned]
+    pointers = _pointers(planned, after=True)
 
     def write() -> None:
-        for address, desired in records.reconcile(memory, ours):
+        for address, desired in fixes + jumps:
             memory.write(address, desired)
-        for gate in planned:
-            memory.write(gate.address, jump_bytes(gate.address, gate.gate))
         memory.write(control, bytes([gates.COMMITTED]))  # the commit: one byte
-        memory.write(control + gates.CONTROL_HEADER, _pointers(planned, after=True))
+        memory.write(control + gates.CONTROL_HEADER, pointers)
         for gate in planned:
             if gate.kind == "restored":
                 memory.write(gate.address, gate.original)
@@ -618,8 +621,9 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
         if reused is None:
             _create_region(session, plan)
         try:
-            pause_us, retries = _commit(session, _busy_ranges(planned, records.live, records.leftovers), timeout,
-                                        _commit_writes(session.memory, records, planned, control))
+            busy = _busy_ranges(planned, records.live, records.leftovers + ([reused] if reused else []))
+            pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, records, planned,
+                                                                                control))
         except BaseException:
             if region is not None and session.memory.read(control, 1) != bytes([gates.COMMITTED]):
                 session.group.detach_all()  # not committed: nothing runs our region; take it away
@@ -740,11 +744,12 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
         _close_leaked_fds(session)
         after = b"".join(struct.pack("<QQ", f.destination, f.copy) for f in patch.functions)
         records.live = None  # what the entries must run once this commit is done: the old code
+        fixes = records.reconcile(memory, set())  # read before the stop: only the applier writes entries
 
         def write() -> None:
             memory.write(patch.control + gates.CONTROL_HEADER, after)  # previous path: the old functions
             memory.write(patch.control, bytes([gates.REVERTED]))  # the commit: one byte
-            for address, desired in records.reconcile(memory, set()):
+            for address, desired in fixes:
                 memory.write(address, desired)
 
         busy = _busy_ranges([], patch, records.leftovers)
