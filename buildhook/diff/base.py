@@ -18,6 +18,8 @@ from buildhook.elf.objfile import ObjectFile, Symbol
 from buildhook.store import Store
 from buildhook.store.records import LinkInput, LinkRecord
 
+SHF_GROUP = 0x200
+
 
 class BaseProgramError(Exception):
     """The base release lacks what a patch needs (no map, a section missing from it)."""
@@ -54,10 +56,30 @@ class BaseProgram:
         path = os.path.normpath(item.linked_as or item.path)
         address = self._addresses.get((path, item.member, section_name))
         if address is None:
+            address = self._kept_copy(path, item.member, section_name)
+        if address is None:
             raise BaseProgramError(
                 f"the base link map has no section {section_name} of {item.display_path} "
                 "(discarded by --gc-sections, or a different link)")
         return address
+
+    def _kept_copy(self, path: str, member: str | None, section_name: str) -> int | None:
+        """Where the link placed another object's copy of a COMDAT section this object also has.
+
+        An inline function or template instance used in several objects is a
+        COMDAT group in each (vague linkage); the linker keeps the first copy
+        and discards the others, so the discarded object's section has no
+        address, and the copy the program runs is the kept one.  Found by
+        the section's name (gcc names a group's sections after its
+        signature); an ambiguous name is not guessed at.
+        """
+        obj = self._object(path, member)
+        section = next((s for s in obj.sections if s.name == section_name), None) if obj else None
+        if section is None or not section.flags & SHF_GROUP:
+            return None
+        kept = {address for (other, _member, name), address in self._addresses.items()
+                if name == section_name and other != path}
+        return kept.pop() if len(kept) == 1 else None
 
     def symbol_address(self, item: LinkInput, obj: ObjectFile, symbol: Symbol) -> int:
         """Link-time address of a symbol defined in an old object."""

@@ -722,6 +722,8 @@ class PatchPlanner:
             old = self._old_definition(unit_index, body.symbol)
             assert old is not None
             address = self.base.symbol_address(old.item, old.obj, old.symbol)
+            if any(entry.old_address == address for entry in self.result.replaced):
+                continue  # an inline function or template changed in several objects: one copy runs (COMDAT)
             section = old.obj.sections[old.symbol.section].name  # type: ignore[index]
             room = self.base.binary.room_at(address)
             old_parts = self._old_cold_parts(old)

@@ -1,0 +1,72 @@
+"""C++ as a new user writes it: an inline function (a COMDAT group in every object that uses it) changes.
+
+The base link kept one object's copy and discarded the others'; the copy
+the program runs is the one redirected, once, and the discarded duplicates
+do not break ``diff`` (they did: "the base link map has no section
+.text._Z5scalei of b.o").  Checked by behaviour: the old program, patched
+live, answers as the new build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN_DIR, run
+
+BUILDHOOK = str(BIN_DIR / "buildhook")
+HEADER = "#include <cstdio>\ninline int scale(int x) { return x * %d; }\nint a(int);\nint b(int);\n"
+SOURCES = {
+    "a.cpp": '#include "h.h"\nint a(int x) { return scale(x) + 1; }\n',
+    "b.cpp": '#include "h.h"\nint b(int x) { return scale(x) + 2; }\n',
+    "main.cpp": '#include "h.h"\nint main() {\n  int x;\n  while (std::scanf("%d", &x) == 1) {\n'
+                '    std::printf("%d %d\\n", a(x), b(x));\n    std::fflush(stdout);\n  }\n}\n',
+}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
+
+
+def _build(work: Path, env: dict[str, str], flags: list[str]) -> None:
+    for name in ("a", "b", "main"):
+        run(["buildhook-c++", *flags, "-g", "-c", f"{name}.cpp", "-o", f"{name}.o"], env, cwd=work)
+    run(["buildhook-c++", "a.o", "b.o", "main.o", "-o", "prog"], env, cwd=work)
+
+
+def _answer(process: subprocess.Popen[bytes], number: int) -> str:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(f"{number}\n".encode())
+    process.stdin.flush()
+    return process.stdout.readline().decode().strip()
+
+
+@pytest.mark.parametrize("flags", [["-O0"], ["-O2", "-fno-inline"]], ids=["O0", "O2-no-inline"])
+def test_changed_inline_function_used_from_two_objects(tmp_path: Path, flags: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
+    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(tmp_path / "store"),
+               BUILDHOOK_CONFIG=str(tmp_path / "none.toml"))
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, text in SOURCES.items():
+        (work / name).write_text(text)
+    (work / "h.h").write_text(HEADER % 2)
+    _build(work, env, flags)
+    run([BUILDHOOK, "release", "old"], env)
+    shutil.copy2(work / "prog", tmp_path / "prog-old")
+    (work / "h.h").write_text(HEADER % 3)
+    _build(work, env, flags)
+    po = work / "prog.from-old.po"
+    assert po.exists(), "the build wrote no .po"
+    old = subprocess.Popen([str(tmp_path / "prog-old")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    new = subprocess.Popen([str(work / "prog")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert _answer(old, 5) == "11 12"
+        run([BUILDHOOK, "apply", str(po), "--pid", str(old.pid)], env, timeout=120)
+        assert [_answer(old, n) for n in (5, 7)] == [_answer(new, n) for n in (5, 7)] == ["16 17", "22 23"]
+    finally:
+        for process in (old, new):
+            process.kill()
+            process.wait(timeout=10)
