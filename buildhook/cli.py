@@ -10,7 +10,7 @@ import argparse
 import json
 import shlex
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from buildhook import __version__
 from buildhook.settings import SETTINGS, Settings, SettingsError
@@ -135,13 +135,21 @@ EXIT_PATCH, EXIT_ERROR, EXIT_REFUSED, EXIT_NO_CHANGE = 0, 1, 2, 3
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
-    from buildhook.diff import PATCH, REFUSED, DiffError, default_patch_path, find_links, make_patch
+    from buildhook.diff import (
+        PATCH,
+        REFUSED,
+        DiffError,
+        default_patch_path,
+        find_links,
+        make_patch,
+    )
+    from buildhook.diff.base import BaseProgramError
 
     store = _open_store(settings)
     try:
         base, new = find_links(store, args.binary, args.from_tag, args.to_tag)
         outcome = make_patch(store, base, new, args.from_tag, args.to_tag or f"build {new.build_id}")
-    except DiffError as exc:
+    except (DiffError, BaseProgramError) as exc:
         raise CommandError(str(exc)) from exc
     result = outcome.result
     output = args.output or default_patch_path(new.binary, args.from_tag)
@@ -223,7 +231,11 @@ def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from buildhook.apply.signature import SignatureError, TrustStore, configured_trust_store
+    from buildhook.apply.signature import (
+        SignatureError,
+        TrustStore,
+        configured_trust_store,
+    )
     from buildhook.po.reader import PatchFormatError, read_patch_file
     from buildhook.sign import verify_patch_file
 
@@ -370,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `buildhook builds --json | head`: the reader left, not an error
         sys.stderr.close()
         return 0
-    except Exception as exc:  # noqa: BLE001 - store errors etc. become one line
+    except Exception as exc:
         from buildhook.store import CorruptBlobError, MissingBlobError, StoreSchemaError
 
         if isinstance(exc, (CorruptBlobError, MissingBlobError, StoreSchemaError)):

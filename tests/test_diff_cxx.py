@@ -27,8 +27,6 @@ SOURCES = {
                 '    std::printf("%d %d\\n", a(x), b(x));\n    std::fflush(stdout);\n  }\n}\n',
 }
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
-
 
 def _build(work: Path, env: dict[str, str], flags: list[str]) -> None:
     for name in ("a", "b", "main"):
@@ -43,6 +41,7 @@ def _answer(process: subprocess.Popen[bytes], number: int) -> str:
     return process.stdout.readline().decode().strip()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
 @pytest.mark.parametrize("flags", [["-O0"], ["-O2", "-fno-inline"]], ids=["O0", "O2-no-inline"])
 def test_changed_inline_function_used_from_two_objects(tmp_path: Path, flags: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
@@ -70,3 +69,23 @@ def test_changed_inline_function_used_from_two_objects(tmp_path: Path, flags: li
         for process in (old, new):
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_function_the_base_link_discarded_is_a_one_line_error(tmp_path: Path) -> None:
+    """Reduced case (a traceback before): the old f was unused and removed by --gc-sections, the new
+    build uses it. ``buildhook diff`` says so in one line (exit 1); the build itself still succeeds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
+    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(tmp_path / "store"),
+               BUILDHOOK_CONFIG=str(tmp_path / "none.toml"))
+    flags = ["-O2", "-ffunction-sections", "-Wl,--gc-sections", "m.c", "-o", "prog"]
+    (tmp_path / "m.c").write_text('#include <stdio.h>\n__attribute__((noinline)) int f(int x) { return x + 1; }\n'
+                                  'int main(void) { puts("hi"); return 0; }\n')
+    run(["buildhook-cc", *flags], env, cwd=tmp_path)
+    run([BUILDHOOK, "release", "old"], env)
+    (tmp_path / "m.c").write_text('#include <stdio.h>\n__attribute__((noinline)) int f(int x) { return x + 2; }\n'
+                                  'int main(void) { printf("%d\\n", f(1)); return 0; }\n')
+    run(["buildhook-cc", *flags], env, cwd=tmp_path)
+    result = run([BUILDHOOK, "diff", "--from", "old", str(tmp_path / "prog")], env, check=False)
+    assert result.returncode == 1
+    [line] = result.stderr.decode().strip().splitlines()
+    assert line.startswith("buildhook: error: ") and ".text.f" in line and "--gc-sections" in line
