@@ -26,20 +26,13 @@ import pytest
 from buildhook import samples
 from tests.conftest import BIN_DIR, run
 from tests.support.kvd import KvdClient, KvdProcess, start_kvd
+from tests.support.programs import build_env, build_releases
 
-PROGRAMS = Path(__file__).resolve().parent / "apply_programs"
 BUILDHOOK = str(BIN_DIR / "buildhook")
 LONG_A = "k" * 31 + "-first-A"
 LONG_B = "k" * 31 + "-other-B"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests attach with ptrace as root")
-
-
-def build_env(store: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
-    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(store),
-               BUILDHOOK_CONFIG=str(store / "none.toml"))
-    return env
 
 
 @dataclass
@@ -193,12 +186,13 @@ def test_apply_and_revert_under_load_lose_nothing(releases: KvdReleases, kvd: Kv
     assert kvd.alive()
 
 
-@pytest.mark.parametrize("damage", ["another-build", "tampered-code", "truncated-po", "missing-pid"])
+@pytest.mark.parametrize("damage", ["another-build", "tampered-code", "truncated-po", "missing-pid", "older-po"])
 def test_bad_input_is_one_line_and_changes_nothing(damage: str, releases: KvdReleases, kvd: KvdProcess,
                                                    tmp_path: Path) -> None:
     po, pid = releases.v11_po, kvd.pid
     expected = {"another-build": "does not map the patch's target", "tampered-code": "differs from the patch's base",
-                "truncated-po": "is not a valid buildhook patch", "missing-pid": "no process"}[damage]
+                "truncated-po": "is not a valid buildhook patch", "missing-pid": "no process",
+                "older-po": "made by an older buildhook; rebuild it"}[damage]
     other: subprocess.Popen[bytes] | None = None
     if damage == "another-build":
         other = subprocess.Popen(["sleep", "60"])
@@ -213,11 +207,14 @@ def test_bad_input_is_one_line_and_changes_nothing(damage: str, releases: KvdRel
     elif damage == "truncated-po":
         po = tmp_path / "truncated.po"
         po.write_bytes(releases.v11_po.read_bytes()[:1000])
+    elif damage == "older-po":  # a .po from before entry copies: a valid patch, but its jumps cannot be gated
+        po = tmp_path / "older.po"
+        po.write_bytes(_without_entry_copies(releases.v11_po.read_bytes()))
     else:
         pid = 4_000_000
     try:
         result = buildhook(["apply", str(po), "--pid", str(pid)], releases.env, check=False)
-        assert result.returncode == (2 if damage == "tampered-code" else 1)
+        assert result.returncode == (2 if damage in ("tampered-code", "older-po") else 1)
         [line] = result.stderr.decode().strip().splitlines()
         assert expected in line
         assert not region_mapped(kvd.pid) and status(kvd.pid, releases.env) == []
@@ -231,6 +228,17 @@ def test_bad_input_is_one_line_and_changes_nothing(damage: str, releases: KvdRel
                 memory.write(original)
     with KvdClient(kvd.port) as client:
         assert client.command("VERSION") == "kvd 1.0"
+
+
+def _without_entry_copies(data: bytes) -> bytes:
+    """The same .po as an older buildhook wrote it: no entry_copy key (renamed, same length), id recomputed."""
+    import hashlib
+    import re
+
+    data = data.replace(b'"entry_copy": ', b'"entry_copx": ')
+    old_id = re.search(rb'"patch_id": "([0-9a-f]{64})"', data).group(1)  # type: ignore[union-attr]
+    zeroed = data.replace(old_id, b"0" * 64, 1)
+    return zeroed.replace(b"0" * 64, hashlib.sha256(zeroed).hexdigest().encode(), 1)
 
 
 def _symbol_address(pid: int, binary: Path, name: str) -> int:
@@ -289,6 +297,7 @@ class Program:
     process: subprocess.Popen[bytes]
     po: Path
     env: dict[str, str]
+    old: Path  # the old binary it runs
 
     def read_line(self, timeout: float = 10) -> str:
         assert self.process.stdout is not None
@@ -306,19 +315,9 @@ class Program:
 
 def start_program(name: str, root: Path) -> Program:
     """Build programs/<name>/old with the wrapper, release it, build new over it, run old."""
-    env = build_env(root / "store")
-    work = root / name
-    shutil.copytree(PROGRAMS / name / "old", work)
-    cflags = ["-O2", "-g", "-Wall", "-pthread"]
-    run(["buildhook-cc", *cflags, "-c", "main.c", "-o", "main.o"], env, cwd=work)
-    run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
-    run([BUILDHOOK, "release", "old"], env)
-    shutil.copy2(work / "prog", root / "prog-old")
-    shutil.copy2(PROGRAMS / name / "new" / "main.c", work / "main.c")
-    run(["buildhook-cc", *cflags, "-c", "main.c", "-o", "main.o"], env, cwd=work)
-    run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
-    process = subprocess.Popen([str(root / "prog-old")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    return Program(process, work / "prog.from-old.po", env)
+    releases = build_releases(name, root, ("new",))
+    process = subprocess.Popen([str(releases.old)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    return Program(process, releases.patches["new"], releases.env, releases.old)
 
 
 def test_always_busy_function_is_refused_and_the_process_goes_on(tmp_path: Path) -> None:

@@ -301,7 +301,7 @@ def test_target_in_other_namespaces_is_patched(tmp_path: Path, flags: list[str],
     """A container-like target needs nothing: host PIDs for ptrace, /proc/PID/map_files and /proc/PID/fd for files."""
     program = start_program("hardened", tmp_path)
     program.stop()
-    with in_namespaces(["unshare", *flags, str(tmp_path / "prog-old")], "plain") as (outer, inner):
+    with in_namespaces(["unshare", *flags, str(program.old)], "plain") as (outer, inner):
         assert preflight.namespace_differences(inner) == differing
         status = Path(f"/proc/{inner}/status").read_text()
         assert re.search(rf"^NSpid:\s+{inner}\s+1$", status, re.MULTILINE), "pid 1 of its own PID namespace"
@@ -314,7 +314,7 @@ def test_chrooted_target_whose_files_exist_only_in_its_mount_namespace(tmp_path:
     program = start_program("hardened", tmp_path)
     program.stop()
     staging, jail = tmp_path / "staging", tmp_path / "jail"
-    binary = tmp_path / "prog-old"
+    binary = program.old
     ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True, timeout=60).stdout
     for library in re.findall(r"(/\S+) \(0x", ldd):
         destination = staging / library.lstrip("/")

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from buildhook.apply import threads
+from tests.support.programs import PROGRAMS
 from tests.test_apply import (
-    PROGRAMS,
     Program,
     buildhook,
     region_mapped,
@@ -152,7 +152,7 @@ def plain_builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def traced(binary: Path) -> Iterator[tuple[Program, threads.ThreadGroup]]:
     """Run *binary* with a ThreadGroup of this process on it; afterwards kill it and reap what we traced."""
     process = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    program = Program(process, Path(), {})
+    program = Program(process, Path(), {}, Path())
     group = threads.ThreadGroup(process.pid)
     try:
         yield program, group

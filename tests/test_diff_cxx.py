@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN_DIR, run
+from tests.support.programs import build_env
 
 BUILDHOOK = str(BIN_DIR / "buildhook")
 HEADER = "#include <cstdio>\ninline int scale(int x) { return x * %d; }\nint a(int);\nint b(int);\n"
@@ -44,9 +45,7 @@ def _answer(process: subprocess.Popen[bytes], number: int) -> str:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
 @pytest.mark.parametrize("flags", [["-O0"], ["-O2", "-fno-inline"]], ids=["O0", "O2-no-inline"])
 def test_changed_inline_function_used_from_two_objects(tmp_path: Path, flags: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
-    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(tmp_path / "store"),
-               BUILDHOOK_CONFIG=str(tmp_path / "none.toml"))
+    env = build_env(tmp_path / "store")
     work = tmp_path / "work"
     work.mkdir()
     for name, text in SOURCES.items():
@@ -74,9 +73,7 @@ def test_changed_inline_function_used_from_two_objects(tmp_path: Path, flags: li
 def test_a_function_the_base_link_discarded_is_a_one_line_error(tmp_path: Path) -> None:
     """Reduced case (a traceback before): the old f was unused and removed by --gc-sections, the new
     build uses it. ``buildhook diff`` says so in one line (exit 1); the build itself still succeeds."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
-    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(tmp_path / "store"),
-               BUILDHOOK_CONFIG=str(tmp_path / "none.toml"))
+    env = build_env(tmp_path / "store")
     flags = ["-O2", "-ffunction-sections", "-Wl,--gc-sections", "m.c", "-o", "prog"]
     (tmp_path / "m.c").write_text('#include <stdio.h>\n__attribute__((noinline)) int f(int x) { return x + 1; }\n'
                                   'int main(void) { puts("hi"); return 0; }\n')

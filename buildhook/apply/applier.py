@@ -27,7 +27,7 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from buildhook.apply import gates, ptrace
@@ -67,6 +67,7 @@ from buildhook.apply.process import (
     mapped_objects,
     proc_dir,
     read_maps,
+    task_file,
 )
 from buildhook.apply.safety import (
     BusyRange,
@@ -100,12 +101,13 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED_NOREPLACE = 0x01, 0x02, 0x100000
 MFD_CLOEXEC = 1
 JUMP_SIZE = 5
 RETRY_PAUSE_S = 0.005
+RUNNING_SHARE = 10  # between two tries the process runs at least ten times as long as a try held it
 
 
 def _after_late_stop() -> float:
-    """How long to let the process run after a stop gave up on a late thread: the late stop held the
-    others for a whole budget, so wait ten budgets (the process runs >90% of the time meanwhile)."""
-    return max(RETRY_PAUSE_S, 10 * STOP_BUDGET_S)
+    """How long to let the process run after a stop gave up on a late thread (it held the others for a
+    whole budget)."""
+    return max(RETRY_PAUSE_S, RUNNING_SHARE * STOP_BUDGET_S)
 
 
 _T = TypeVar("_T")
@@ -182,29 +184,12 @@ class _Session:
         while True:
             tid = self._injector_thread()
             try:
-                self.group.stop(tid)
-                self._deliver_held_signal(tid)
+                self.group.stop_for_calls(tid)
                 return tid
             except ThreadWontStop as exc:
                 if time.monotonic() >= self.deadline:
                     raise ApplyRefused(f"{exc}") from exc
                 time.sleep(_after_late_stop())
-
-    def _deliver_held_signal(self, tid: int) -> None:
-        """A thread stopped as it dequeued a signal (a signal-delivery stop) must get it before it runs
-        calls for us: resumed with other registers the signal would be dropped, and sending it again from
-        a later stop is ignored by the kernel.  So it is delivered now, as the kernel was about to (handler
-        frame, EINTR or restart of an interrupted call), and the thread stopped again by an interrupt."""
-        while tid in self.group.pending:
-            signo = self.group.pending.pop(tid)
-            ptrace.interrupt(tid)
-            ptrace.cont(tid, signo)
-            kind, signo = ptrace.wait_stop(tid)
-            if kind == "signal":
-                self.group.pending[tid] = signo  # another one came: deliver it too
-            elif kind == "exited":
-                raise ProcessError(f"thread {tid} of process {self.pid} ended while being stopped")
-        self.group.interrupted.discard(tid)
 
     def run(self, work: Callable[[Injector], _T]) -> _T:
         """Run *work* with an injector on a briefly stopped thread; the thread is put back as it was."""
@@ -228,11 +213,8 @@ class _Session:
         """Refuse, before the first call, a thread whose seccomp filter would block one (preflight.py)."""
         fd = next_fd(self.pid)
         at, tail = stub + SYS, stub + TAIL_SYSCALL
-        shared, private = MAP_SHARED | MAP_FIXED_NOREPLACE, MAP_PRIVATE | MAP_FIXED_NOREPLACE
         calls = [(SYS_MEMFD_CREATE, (stub + DATA_OFFSET, MFD_CLOEXEC), at),
-                 (SYS_MMAP, (0, PAGE, PROT_READ, shared, fd, 0), at),
-                 (SYS_MMAP, (0, PAGE, PROT_READ | PROT_EXEC, shared, fd, STATE_SIZE), at),
-                 (SYS_MMAP, (0, PAGE, PROT_READ | PROT_WRITE, private, fd, STATE_SIZE), at),
+                 *[(number, tuple(arguments), at) for number, *arguments in _mapping_calls(fd, 0, PAGE, PAGE)],
                  (SYS_CLOSE, (fd,), at), (SYS_MUNMAP, (0, PAGE), at), (SYS_GETPID, (), at),
                  (SYS_RT_SIGPROCMASK, (SIG_SETMASK, stub + SLOTS_OFFSET, 0, 8), tail)]
         try:
@@ -312,7 +294,6 @@ class _Gate:
     old_size: int
     old_parts: list[list[int]]
     kind: str
-    copy_bytes: bytes = b""  # our own entry copy, relocated (empty when an older patch's copy is used)
     gate: int = 0      # the gate itself
 
     @classmethod
@@ -357,10 +338,9 @@ def _plan_gates(patch: PatchObject, target: MappedObject, live: AppliedPatch | N
                                      "replaced")))
     ours = {gate.address for _, gate in planned}
     for function in by_address.values():
-        if function.address not in ours:
-            planned.append((None, _Gate(function.name, function.file, function.address, function.copy,
-                                        function.copy, function.gate, bytes.fromhex(function.original),
-                                        function.old_size, function.old_parts, "restored")))
+        if function.address not in ours:  # its old code again: through our gate, until and after the commit
+            planned.append((None, replace(_Gate.recorded(function), new=function.copy, previous=function.gate,
+                                          kind="restored")))
     return planned
 
 
@@ -388,10 +368,9 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
             symbol = patch.symbols[int(entry["symbol"])]
             gate.new = layout.address_of_section(symbol.section) + symbol.value
             gate.copy = layout.copy(number)
-            gate.copy_bytes = gates.copy_code(entry["entry_copy"], gate.copy, target.bias)
             gate.previous = gate.previous or gate.copy
             offset = gate.copy - layout.code_start
-            code[offset:offset + gates.COPY_SIZE] = gate.copy_bytes
+            code[offset:offset + gates.COPY_SIZE] = gates.copy_code(entry["entry_copy"], gate.copy, target.bias)
         gate.gate = layout.gate(number)
         offset = gate.gate - layout.code_start
         code[offset:offset + gates.GATE_SIZE] = gates.gate_code(gate.gate, layout.control, number)
@@ -452,6 +431,16 @@ def _pointers(planned: list[_Gate], after: bool) -> bytes:
     return b"".join(struct.pack("<QQ", gate.new, gate.copy if after else gate.previous) for gate in planned)
 
 
+def _mapping_calls(fd: int, base: int, code_size: int, data_size: int) -> list[tuple[int, ...]]:
+    """The mmaps of a region's memfd: record R (shared), code R+X (shared), data R+W (private: copied
+    on fork).  Never W+X; MAP_FIXED_NOREPLACE: an address taken meanwhile fails, nothing is replaced."""
+    shared, private = MAP_SHARED | MAP_FIXED_NOREPLACE, MAP_PRIVATE | MAP_FIXED_NOREPLACE
+    code = base + STATE_SIZE
+    return [(SYS_MMAP, base, STATE_SIZE, PROT_READ, shared, fd, 0),
+            (SYS_MMAP, code, code_size, PROT_READ | PROT_EXEC, shared, fd, STATE_SIZE),
+            (SYS_MMAP, code + code_size, data_size, PROT_READ | PROT_WRITE, private, fd, STATE_SIZE + code_size)]
+
+
 def _create_region(session: _Session, plan: _Plan) -> None:
     """memfd + three mappings: record R, code R+X (shared), data R+W (private: copied on fork).
 
@@ -472,11 +461,7 @@ def _create_region(session: _Session, plan: _Plan) -> None:
             os.pwrite(ours, plan.data, STATE_SIZE + len(plan.code))
         finally:
             os.close(ours)
-        shared, private = MAP_SHARED | MAP_FIXED_NOREPLACE, MAP_PRIVATE | MAP_FIXED_NOREPLACE
-        calls = [(SYS_MMAP, layout.base, STATE_SIZE, PROT_READ, shared, target_fd, 0),
-                 (SYS_MMAP, layout.code_start, len(plan.code), PROT_READ | PROT_EXEC, shared, target_fd, STATE_SIZE),
-                 (SYS_MMAP, layout.data_start, len(plan.data), PROT_READ | PROT_WRITE, private, target_fd,
-                  STATE_SIZE + len(plan.code))]
+        calls = _mapping_calls(target_fd, layout.base, len(plan.code), len(plan.data))
         results = session.syscalls(calls)
     finally:
         session.syscalls([(SYS_CLOSE, target_fd)])
@@ -511,12 +496,12 @@ class _Records:
     leftovers: list[AppliedPatch]
 
     @classmethod
-    def read(cls, pid: int, build_id: str | None) -> _Records:
-        try:
-            patches = recorded_patches(pid)
-        except ValueError as exc:
-            raise ProcessError(f"process {pid}: {exc}") from exc
-        ours = [p for p in patches if build_id is None or p.target_build_id == build_id]
+    def read(cls, pid: int, build_id: str) -> _Records:
+        return cls.of_build(_recorded(pid), build_id)
+
+    @classmethod
+    def of_build(cls, patches: list[AppliedPatch], build_id: str) -> _Records:
+        ours = [p for p in patches if p.target_build_id == build_id]
         live = [p for p in ours if condition(p, patches) == "applied"]
         return cls(ours, live[-1] if live else None, [p for p in ours if condition(p, patches) == "leftover"])
 
@@ -545,9 +530,10 @@ class _Records:
 def _close_leaked_fds(session: _Session) -> None:
     """A memfd an applier stopped short left open in the target: close it."""
     leaked = []
-    for name in os.listdir(f"{proc_dir(session.pid)}/fd"):
+    fds = f"{proc_dir(session.pid)}/fd"
+    for name in os.listdir(fds):
         try:
-            link = os.readlink(f"{proc_dir(session.pid)}/fd/{name}")
+            link = os.readlink(f"{fds}/{name}")
         except OSError:
             continue
         if link.startswith("/memfd:" + MEMFD_PREFIX):
@@ -602,7 +588,7 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
     started = time.perf_counter()
     check_system(pid)
     target = find_target(pid, patch.target_build_id)
-    records = _Records.read(pid, target.build_id)
+    records = _Records.read(pid, patch.target_build_id)
     if records.live is not None and records.live.patch_id == patch.patch_id:
         raise ApplyRefused(f"patch {patch.patch_id[:16]} is already applied to process {pid}")
     session = _Session(pid, timeout, target)
@@ -621,9 +607,8 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
         if reused is None:
             _create_region(session, plan)
         try:
-            busy = _busy_ranges(planned, records.live, records.leftovers + ([reused] if reused else []))
-            pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, records, planned,
-                                                                                control))
+            pause_us, retries = _commit(session, _busy_ranges(planned, records.live, records.leftovers), timeout,
+                                        _commit_writes(session.memory, records, planned, control))
         except BaseException:
             if region is not None and session.memory.read(control, 1) != bytes([gates.COMMITTED]):
                 session.group.detach_all()  # not committed: nothing runs our region; take it away
@@ -664,33 +649,26 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
         if len(stacks) != len(registers):
             maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
             stacks = stack_ranges(registers, maps)
-        found = busy_threads(session.pid, registers, stacks, ranges, frames)
+        found = busy_threads(session.pid, registers, stacks, ranges, frames, maps)
         if not found:
             write()
             session.group.detach_all()
             return (time.perf_counter_ns() - first_stop) / 1000, retries
         session.group.resume_all()
+        held = (time.perf_counter_ns() - first_stop) / 1e9
         if time.monotonic() >= deadline:
             names = sorted({item.label for item in found})
             threads = ", ".join(f"{item.tid} ({item.label}, {item.where})" for item in found)
             raise ApplyRefused(f"busy after {timeout:g} s: {', '.join(names)} always in use (threads {threads}); "
                                "nothing was changed")
         retries += 1
-        _wait_for_a_change(session.pid, found, deadline)
+        _wait_for_a_change(session.pid, found, deadline, held)
 
 
 WATCH_INTERVAL_S = 0.001
 
 
-def _syscall_line(pid: int, tid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/task/{tid}/syscall", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _wait_for_a_change(pid: int, found: list[BusyThread], deadline: float) -> None:
+def _wait_for_a_change(pid: int, found: list[BusyThread], deadline: float, held: float) -> None:
     """Wait until a busy thread may have left the code that is busy, without stopping the process.
 
     A thread blocked in a system call shows it in /proc/PID/task/TID/syscall
@@ -700,18 +678,20 @@ def _wait_for_a_change(pid: int, found: list[BusyThread], deadline: float) -> No
     moment the call returns, and the check runs again at once: the patch is
     applied as soon as the frame has returned.  A running thread, or a hit
     in memory (a parked coroutine), cannot be watched so: the check is
-    retried after RETRY_PAUSE_S.  (A breakpoint on the return address, as
+    retried after RETRY_PAUSE_S, or ten times as long as the last check held
+    the process stopped (*held*: a memory scan can take a while), so that
+    the process runs >90% of the time meanwhile.  (A breakpoint on the return address, as
     libcare sets, would be quicker for those, but it outlives the applier:
     were it killed, the thread would die of the SIGTRAP.)
     """
-    watched = {item.tid: _syscall_line(pid, item.tid) for item in found}
+    watched = {item.tid: task_file(pid, item.tid, "syscall") for item in found}
     if not found or any(item.where not in ("pc", "stack") for item in found) or \
-            any(line in ("", "running") or line.startswith("-1") for line in watched.values()):
-        time.sleep(RETRY_PAUSE_S)
+            any(line in (None, "running") or line.startswith("-1") for line in watched.values()):
+        time.sleep(max(RETRY_PAUSE_S, RUNNING_SHARE * held))
         return
     while time.monotonic() < deadline:
         time.sleep(WATCH_INTERVAL_S)
-        if any(_syscall_line(pid, tid) != line for tid, line in watched.items()):
+        if any(task_file(pid, tid, "syscall") != line for tid, line in watched.items()):
             return
 
 
@@ -727,8 +707,8 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
     """
     started = time.perf_counter()
     check_system(pid)
-    records = _Records.read(pid, None)
-    applied = [p for p in records.all if condition(p, records.all) == "applied"]
+    patches = _recorded(pid)
+    applied = [p for p in patches if condition(p, patches) == "applied"]
     if not applied:
         raise ApplyRefused(f"process {pid} has no buildhook patch applied")
     chosen = [p for p in applied if patch_id is None or p.patch_id.startswith(patch_id)]
@@ -736,7 +716,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
         raise ApplyRefused(f"patch {patch_id} is not applied to process {pid} "
                            f"(applied: {', '.join(p.patch_id[:16] for p in applied)})")
     patch = chosen[-1]
-    records = _Records.read(pid, patch.target_build_id)
+    records = _Records.of_build(patches, patch.target_build_id)
     session = _Session(pid, timeout)
     memory = session.memory
     try:
@@ -761,13 +741,18 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
         session.close()
 
 
-def patch_status(pid: int) -> list[AppliedPatch]:
-    """Every patch record of *pid* with its flag (raises ProcessError for a missing process)."""
-    read_maps(pid)
+def _recorded(pid: int) -> list[AppliedPatch]:
+    """Every patch record of *pid* with its flag; a record this buildhook cannot read is one line."""
     try:
         return recorded_patches(pid)
     except ValueError as exc:
         raise ProcessError(f"process {pid}: {exc}") from exc
+
+
+def patch_status(pid: int) -> list[AppliedPatch]:
+    """Every patch record of *pid* with its flag (raises ProcessError for a missing process)."""
+    read_maps(pid)
+    return _recorded(pid)
 
 
 __all__ = ["ApplyRefused", "ApplyReport", "TraceDenied", "apply_patch", "patch_status", "revert_patch"]

@@ -167,10 +167,6 @@ class Injector:
         self.mask = ptrace.get_signal_mask(tid)
         self._armed = False
 
-    @property
-    def data_address(self) -> int:
-        return self.address + DATA_OFFSET
-
     def _arm(self, data: bytes) -> None:
         """Write the stub with this thread's slots (it is not running it yet)."""
         resume = restart_registers(self.saved)

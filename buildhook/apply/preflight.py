@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from buildhook.apply import ptrace
-from buildhook.apply.process import proc_dir
+from buildhook.apply.process import ProcessError, proc_dir, thread_ids
 
 
 class TargetUnsuitable(Exception):
@@ -136,10 +136,10 @@ def _tracer_refusal(pid: int) -> str | None:
     """Another tracer on any thread: ptrace allows one, and SEIZE would fail with a misleading EPERM."""
     ours = os.getpid()
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
+        tids = thread_ids(pid)
+    except ProcessError:
         return f"no process {pid}"
-    for tid in sorted(tids, key=int):
+    for tid in tids:
         try:
             tracer = int(_status_fields(f"/proc/{pid}/task/{tid}/status").get("TracerPid", "0"))
         except FileNotFoundError:
@@ -174,7 +174,6 @@ def check_system(pid: int) -> None:
 
 # -- seccomp: fetch the thread's filters, evaluate them on the injected calls -----------
 
-PTRACE_SECCOMP_GET_FILTER = 0x420C
 AUDIT_ARCH_X86_64 = 0xC000003E
 SECCOMP_DATA_SIZE = 64
 SYSCALL_INSTRUCTION_SIZE = 2  # the kernel reports the address after ``syscall``
@@ -202,17 +201,12 @@ class FilterUnreadable(Exception):
     """A seccomp filter could not be fetched or evaluated; the message says why."""
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-_libc.ptrace.restype = ctypes.c_long
-
-
 def _get_filter(tid: int, index: int, buffer: ctypes.Array[ctypes.c_char] | None) -> int:
     """PTRACE_SECCOMP_GET_FILTER: the instruction count (and, with *buffer*, the instructions); -errno."""
-    ctypes.set_errno(0)
-    address = ctypes.addressof(buffer) if buffer is not None else 0
-    result = _libc.ptrace(PTRACE_SECCOMP_GET_FILTER, tid, ctypes.c_void_p(index), ctypes.c_void_p(address))
-    return -ctypes.get_errno() if result < 0 else result
+    try:
+        return ptrace.seccomp_filter(tid, index, ctypes.addressof(buffer) if buffer is not None else 0)
+    except ptrace.PtraceError as exc:
+        return -exc.errno
 
 
 def seccomp_filters(tid: int) -> list[list[Instruction]]:

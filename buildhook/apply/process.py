@@ -39,34 +39,44 @@ class Mapping:
         return self.end - self.start
 
 
-def _state(stat_path: str) -> str:
+def task_file(pid: int, tid: int, name: str) -> str | None:
+    """``/proc/PID/task/TID/<name>`` as text, or None if the thread is gone."""
     try:
-        with open(stat_path, "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return "?"
+        with open(f"/proc/{pid}/task/{tid}/{name}", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
-def proc_dir(pid: int) -> str:
-    """Where /proc shows the process's memory: ``/proc/PID``, or a live thread's ``/proc/PID/task/TID``.
-
-    Once the main thread has exited (``pthread_exit`` in ``main``: a zombie
-    leader while the other threads run), ``/proc/PID/maps``, ``mem`` and
-    ``fd`` are empty or fail; the same files of any live thread still show
-    the process's memory and descriptors.
-    """
-    if _state(f"/proc/{pid}/stat") not in "ZX":
-        return f"/proc/{pid}"
-    for tid in thread_ids(pid):
-        if tid != pid and _state(f"/proc/{pid}/task/{tid}/stat") not in "ZX?":
-            return f"/proc/{pid}/task/{tid}"
-    return f"/proc/{pid}"
+def thread_state(pid: int, tid: int) -> str | None:
+    """The state letter of /proc/PID/task/TID/stat (R, S, D, Z, t…), or None if the thread is gone."""
+    stat = task_file(pid, tid, "stat")
+    if not stat or ")" not in stat:
+        return None
+    rest = stat[stat.rfind(")") + 1:].split()
+    return rest[0] if rest else None
 
 
 def memory_pid(pid: int) -> int:
-    """The id to name the process by in process_vm_readv: its own, or a live thread's (see proc_dir)."""
-    where = proc_dir(pid)
-    return int(where.rsplit("/", 1)[1]) if "/task/" in where else pid
+    """The thread that shows the process's memory: the main one, or a live one once it has exited.
+
+    After ``pthread_exit`` in ``main`` the leader is a zombie while the other
+    threads run: ``/proc/PID/maps``, ``mem`` and ``fd`` are then empty or
+    fail, and process_vm_readv(PID) fails; a live thread's do not.
+    """
+    if thread_state(pid, pid) not in ("Z", "X"):
+        return pid
+    try:
+        tids = thread_ids(pid)
+    except ProcessError:
+        return pid
+    return next((tid for tid in tids if tid != pid and thread_state(pid, tid) not in (None, "Z", "X")), pid)
+
+
+def proc_dir(pid: int) -> str:
+    """``/proc/PID``, or ``/proc/PID/task/TID`` of a live thread when the main one has exited (memory_pid)."""
+    tid = memory_pid(pid)
+    return f"/proc/{pid}" if tid == pid else f"/proc/{pid}/task/{tid}"
 
 
 def read_maps(pid: int) -> list[Mapping]:

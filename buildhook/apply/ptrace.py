@@ -32,6 +32,7 @@ PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
+PTRACE_SECCOMP_GET_FILTER = 0x420C
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
@@ -160,6 +161,11 @@ def set_signal_mask(tid: int, mask: int) -> None:
     """Set the blocked mask of a stopped thread (the kernel never blocks SIGKILL or SIGSTOP)."""
     buffer = ctypes.create_string_buffer(struct.pack("<Q", mask), 8)
     _call(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(buffer))
+
+
+def seccomp_filter(tid: int, index: int, buffer_address: int = 0) -> int:
+    """The instruction count of seccomp filter *index* of a stopped thread; with a buffer, its instructions."""
+    return _call(PTRACE_SECCOMP_GET_FILTER, tid, index, buffer_address)
 
 
 def get_registers(tid: int) -> Registers:

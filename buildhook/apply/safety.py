@@ -52,11 +52,10 @@ more per stack below a signal frame (none without signals).  With stack
 switching, also a read of the map, one ``pread`` of ``pagemap`` per private
 anonymous mapping (~0.1 ms per resident MiB) and reading (~0.35 ms/MiB) and
 searching (~0.3 ms/MiB per busy 64 KiB window) every resident writable page,
-measured on a 2-CPU VM: about 0.4 s for 512 MiB and 1 function.  Since the
-applier retries a busy check every few milliseconds and a word found in
-memory tends to stay, after a memory hit that took T the check answers busy
-without scanning for ``SCAN_DUTY`` × T: the process runs at least 90% of the
-time while the applier waits.
+measured on a 2-CPU VM: about 0.4 s for 512 MiB and 1 function.  After a
+busy check that held the process T, the applier waits at least 10 T before
+the next (applier._wait_for_a_change): the process runs at least 90% of the
+time while it waits.
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ import bisect
 import os
 import re
 import struct
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -107,7 +105,6 @@ STACK_SWITCHING = frozenset({"swapcontext", "makecontext", "setcontext",
 # function parked inside an OpenSSL ASYNC job (docs/apply.md, Limits).
 SWITCHING_NOT_COUNTED = ("libcrypto.so",)
 MEMORY_SCAN_LIMIT = 512 << 20      # resident writable bytes the pause may read; more is busy
-SCAN_DUTY = 10                     # after a memory hit that took T, say busy again without scanning for 10 T
 MAPPED_SCAN_LIMIT = 1 << 36        # writable address space whose pagemap the pause may read; more is busy
 READ_BATCH = 64 << 20              # bytes per process_vm_readv
 READ_PIECE = 8 << 20               # the largest single range of the memory scan (two a system call)
@@ -158,13 +155,6 @@ class RangeSet:
             return self.ranges[position]
         return None
 
-    def high_words(self) -> set[int]:
-        """The distinct upper 32 bits of every address in the ranges."""
-        result: set[int] = set()
-        for item in self.ranges:
-            result.update(range(item.start >> 32, ((item.end - 1) >> 32) + 1))
-        return result
-
     def patterns(self) -> tuple[int, list[re.Pattern[bytes]]]:
         """(byte offset in a word, needles): bytes offset..5 of every window of the ranges' addresses.
 
@@ -204,17 +194,10 @@ class MapIndex:
         return None
 
 
-class StackRanges(dict):  # type: ignore[type-arg]
-    """tid → (start, size) of the live part of its stack; ``maps``: the index they were found in."""
-
-    maps: MapIndex | None = None
-
-
 def stack_ranges(registers: dict[int, ptrace.Registers], maps: MapIndex) -> dict[int, tuple[int, int]]:
     """For each thread, (start, size) of the live part of its stack; a thread whose stack pointer is in
     no known mapping is left out (the caller re-reads the maps; busy_threads counts it busy)."""
-    result = StackRanges()
-    result.maps = maps
+    result = {}
     for tid, regs in registers.items():
         rsp = regs.rsp
         mapping = maps.find(rsp)
@@ -539,12 +522,12 @@ def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[
     """Every thread whose PC or live stacks point into a busy range (and, when the process switches
     user-level stacks, a word of its memory that does, reported as the main thread's).
 
-    *maps* (or ``stacks.maps``, from stack_ranges) locates the stacks below
-    signal frames; missing, the map is read in the pause when needed.
+    *maps* (the index stack_ranges used) locates the stacks below signal
+    frames; missing, the map is read in the pause when needed.
     """
     ranges = busy
     found: list[BusyThread] = []
-    reader = _StackReader(pid, maps if maps is not None else getattr(stacks, "maps", None))
+    reader = _StackReader(pid, maps)
     restorers = frames.restorers if frames is not None else frozenset()
     tids = [tid for tid in registers if tid in stacks]
     stack_of = dict(zip(tids, _read_all(pid, [stacks[tid] for tid in tids])))
@@ -570,19 +553,7 @@ def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[
         if finding is not None:
             found.append(BusyThread(tid, finding.label, finding.where))
     if not found and frames is not None and frames.switches_stacks is not None:
-        memory = _memory_busy(pid, ranges, frames)
+        memory = scan_memory(pid, ranges)
         if memory is not None:
             found.append(BusyThread(pid, *memory))
-    return found
-
-
-def _memory_busy(pid: int, ranges: RangeSet, frames: ModuleFrames) -> tuple[str, str] | None:
-    """scan_memory, at most a tenth of the time: the applier retries a busy check every few ms, and a
-    word found in memory tends to stay; until then the last hit is the answer (busy is always safe)."""
-    now = time.monotonic()
-    if frames.memory_hit is not None and now < frames.memory_hit[0]:
-        return frames.memory_hit[1], frames.memory_hit[2]
-    found = scan_memory(pid, ranges)
-    finished = time.monotonic()
-    frames.memory_hit = None if found is None else (finished + SCAN_DUTY * (finished - now), *found)
     return found

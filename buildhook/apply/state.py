@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from buildhook.apply import gates
 from buildhook.apply.process import Mapping, proc_dir, read_maps
@@ -113,11 +114,11 @@ def state_mappings(pid: int) -> list[Mapping]:
             if m.path.startswith("/memfd:" + MEMFD_PREFIX) and m.offset == 0 and m.perms.startswith("r--")]
 
 
-def _read_flag(pid: int, patch: AppliedPatch) -> int:
+def _read_byte(memory: BinaryIO, address: int) -> int:
+    """One byte of process memory, or -1 where nothing is mapped (a leftover's control page may not be)."""
     try:
-        with open(f"{proc_dir(pid)}/mem", "rb") as memory:
-            memory.seek(patch.control)
-            data = memory.read(1)
+        memory.seek(address)
+        data = memory.read(1)
     except OSError:
         return -1
     return data[0] if data else -1
@@ -126,15 +127,12 @@ def _read_flag(pid: int, patch: AppliedPatch) -> int:
 def recorded_patches(pid: int) -> list[AppliedPatch]:
     """Every patch record in the process with its flag, oldest first (applied or not)."""
     patches = []
-    with open(f"{proc_dir(pid)}/mem", "rb") as memory:
-        records = []
+    with open(f"{proc_dir(pid)}/mem", "rb", buffering=0) as memory:
         for mapping in state_mappings(pid):
             memory.seek(mapping.start)
-            records.append(memory.read(mapping.size))
-    for data in records:
-        patch = AppliedPatch.from_bytes(data)
-        patch.flag = _read_flag(pid, patch)
-        patches.append(patch)
+            patch = AppliedPatch.from_bytes(memory.read(mapping.size))
+            patch.flag = _read_byte(memory, patch.control)
+            patches.append(patch)
     return sorted(patches, key=lambda patch: patch.applied_at)
 
 
@@ -152,8 +150,3 @@ def condition(patch: AppliedPatch, patches: list[AppliedPatch]) -> str:
         return "reverted"
     return "leftover"
 
-
-def applied_patches(pid: int) -> list[AppliedPatch]:
-    """The patches in effect in the process, oldest first (at most one per target build)."""
-    patches = recorded_patches(pid)
-    return [patch for patch in patches if condition(patch, patches) == "applied"]

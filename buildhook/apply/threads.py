@@ -35,7 +35,7 @@ import time
 from typing import Self
 
 from buildhook.apply import ptrace
-from buildhook.apply.process import ProcessError, thread_ids
+from buildhook.apply.process import ProcessError, task_file, thread_ids, thread_state
 
 STOP_BUDGET_S = 0.020
 """How long a stop may wait for a thread before the others are let go (ThreadWontStop)."""
@@ -88,28 +88,11 @@ def _decode(status: int) -> tuple[str, int]:
     return "signal", signo
 
 
-def _task_file(pid: int, tid: int, name: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/task/{tid}/{name}", encoding="utf-8", errors="replace") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
-
-
-def thread_state(pid: int, tid: int) -> str | None:
-    """The state letter of /proc/PID/task/TID/stat (R, S, D, Z, t…), or None if the thread is gone."""
-    stat = _task_file(pid, tid, "stat")
-    if not stat or ")" not in stat:
-        return None
-    rest = stat[stat.rfind(")") + 1:].split()
-    return rest[0] if rest else None
-
-
 def _in_vfork(pid: int, tid: int, state: str, wchan: str | None) -> bool:
     """Is the thread a vfork parent waiting for its child (vfork, or clone/clone3 with CLONE_VFORK)?"""
     if wchan == "wait_for_vfork_done":
         return True
-    fields = (_task_file(pid, tid, "syscall") or "").split()
+    fields = (task_file(pid, tid, "syscall") or "").split()
     if not fields or not fields[0].isdigit():
         return False
     number = int(fields[0])
@@ -130,11 +113,11 @@ def why_not_stopped(pid: int, tid: int, budget: float) -> str:
     state = thread_state(pid, tid)
     if state is None:
         return f"it did not stop within {waited} and is gone now"
-    wchan = _task_file(pid, tid, "wchan")
+    wchan = task_file(pid, tid, "wchan")
     wchan = wchan if wchan and wchan != "0" else None
     where = f" in {wchan}" if wchan else ""
     if _in_vfork(pid, tid, state, wchan):
-        children = (_task_file(pid, tid, "children") or "").split()
+        children = (task_file(pid, tid, "children") or "").split()
         child = f" {children[0]}" if children else ""
         return f"it is a vfork parent waiting for its child{child} to exec or exit ({state} state{where})"
     if state == "D":
@@ -370,10 +353,12 @@ class ThreadGroup:
         return ThreadWontStop(tid, reason, thread_state(self.pid, tid))
 
     def stop(self, tid: int, budget: float | None = None) -> None:
-        """Stop one thread (for injecting a system call), waiting at most *budget* s (default STOP_BUDGET_S).
+        """Stop one thread, waiting at most *budget* s (default STOP_BUDGET_S).
 
         Raises ThreadWontStop if it does not stop in time (it stays seized;
-        its stop is consumed later).
+        its stop is consumed later).  The thread may be left in a
+        signal-delivery stop (``pending``): fine to resume as it is, not to
+        run other code on (``stop_for_calls``).
         """
         budget = STOP_BUDGET_S if budget is None else budget
         self._look(keep=frozenset((tid,)))
@@ -383,6 +368,29 @@ class ThreadGroup:
         self.interrupted.add(tid)
         if self._wait_stopped([tid], time.monotonic() + budget):
             raise self._wont_stop([tid], budget)
+
+    def stop_for_calls(self, tid: int, budget: float | None = None) -> None:
+        """Stop one thread to run calls on it: in an interrupt stop, never holding a dequeued signal.
+
+        A thread stopped as it dequeued a signal (a signal-delivery stop) must
+        get it first: resumed with other registers the signal would be
+        dropped, and passing it again from a later stop is ignored by the
+        kernel.  So it is delivered now, as the kernel was about to (handler
+        frame, EINTR or restart of an interrupted call), and the thread is
+        stopped again by an interrupt.
+        """
+        self.stop(tid, budget)
+        while tid in self.pending:
+            signo = self.pending.pop(tid)
+            ptrace.interrupt(tid)
+            ptrace.cont(tid, signo)
+            kind, signo = ptrace.wait_stop(tid)
+            if kind == "signal":
+                self.pending[tid] = signo  # another one came: deliver it too
+            elif kind == "exited":
+                self._forget(tid)
+                raise ProcessError(f"thread {tid} of process {self.pid} ended while being stopped")
+        self.interrupted.discard(tid)
 
     def stop_all(self, budget: float | None = None) -> int:
         """Stop every thread, new ones included; return the perf_counter_ns when the first stop was asked.

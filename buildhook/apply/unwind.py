@@ -274,7 +274,6 @@ class ModuleFrames:
         self._modules: list[tuple[int, int, int, EhFrame | None]] = []  # (start, end, bias, table)
         self.restorers: frozenset[int] = frozenset()
         self.switches_stacks: str | None = None
-        self.memory_hit: tuple[float, str, str] | None = None  # safety.py's last memory scan hit: (until, label, where)
 
     def in_restorer(self, pc: int) -> bool:
         """Is *pc* inside a signal restorer (the handler has returned, rt_sigreturn is next)?"""
@@ -291,15 +290,6 @@ class ModuleFrames:
                     raise UnwindError(f"no unwind table for {pc:#x}")
                 return table.rule(pc - bias)
         raise UnwindError(f"{pc:#x} is in no known module (patch code?)")
-
-
-def return_addresses(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes,
-                     stack_start: int) -> list[int]:
-    """Every live return address of a thread, innermost first (raises UnwindError when lost)."""
-    found, signal_frame = walk(frames, rip, registers, stack, stack_start)
-    if signal_frame is not None:
-        raise UnwindError(f"signal frame at {signal_frame:#x}")
-    return found
 
 
 def walk(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes,

@@ -23,6 +23,7 @@ into the overwritten bytes, an instruction with only a short form
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import capstone
@@ -108,7 +109,7 @@ def _copy_instruction(insn: capstone.CsInsn, out: bytearray, fixups: list[list[i
     out += raw
 
 
-def entry_copy(code: bytes, address: int, other_parts: list[tuple[int, bytes]] = ()) -> EntryCopy:  # type: ignore[assignment]
+def entry_copy(code: bytes, address: int, other_parts: Sequence[tuple[int, bytes]] = ()) -> EntryCopy:
     """The entry copy of the function whose bytes *code* start at link-time *address*.
 
     *other_parts* are its other code ranges (``.cold`` parts: (address,

@@ -23,11 +23,17 @@ class Releases:
     env: dict[str, str]
 
 
+def build_env(store: Path) -> dict[str, str]:
+    """The environment of a build with the wrapper on PATH, recording into *store*, no user settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
+    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(store),
+               BUILDHOOK_CONFIG=str(store / "none.toml"))
+    return env
+
+
 def build_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases:
     """apply_programs/<name>/old is built and released; then every version over it, in order."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUILDHOOK_")}
-    env.update(PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}", BUILDHOOK_STORE=str(root / "store"),
-               BUILDHOOK_CONFIG=str(root / "none.toml"))
+    env = build_env(root / "store")
     work = root / name
     work.mkdir(parents=True)
     patches = {}
