@@ -96,6 +96,7 @@ def make_patch(store: Store, base: LinkRecord, new: LinkRecord, from_tag: str, t
                      for w in result.warnings],
         "hooks": [],
         "tls": plan.tls,
+        "unwind": plan.unwind,
     }
     plan.content.metadata = metadata
     data = write_patch(plan.content)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from buildhook.diff import entrycopy, model
+from buildhook.diff import ehframe, entrycopy, model
 from buildhook.diff.base import BaseProgram
 from buildhook.diff.bodies import BodyPart, FunctionBody, function_bodies
 from buildhook.diff.compare import ObjectComparison
@@ -39,6 +39,7 @@ from buildhook.diff.targets import (
     R_X86_64_32,
     R_X86_64_32S,
     R_X86_64_64,
+    R_X86_64_GOTPCREL,
     R_X86_64_GOTTPOFF,
     R_X86_64_PC32,
     R_X86_64_PLT32,
@@ -101,6 +102,7 @@ class Plan:
     result: model.DiffResult
     content: PatchContent | None
     tls: dict[str, int] | None = None  # the base executable's TLS block, for TPOFF relocations
+    unwind: dict[str, object] | None = None  # the .eh_frame section of the patch code, and if it has handlers
 
 
 class PatchPlanner:
@@ -122,10 +124,12 @@ class PatchPlanner:
         self._searched_names: set[str] = set()  # changed globals unchanged objects were searched for
         self._old_globals: dict[str, OldDefinition] = {}
         self._section_copies: dict[tuple[int, int, int], int] = {}
+        self._got_loads: set[tuple[int, int | None, int]] = set()  # lea of a library variable, loaded from a GOT slot
         self._defined_symbols: dict[tuple[int, str], int] = {}
         self._bound_symbols: dict[tuple[object, ...], int] = {}
         self._queue: list[tuple[int, str]] = []
         self._new_globals: dict[str, tuple[int, Symbol]] = {}
+        self.unwind: dict[str, object] | None = None  # metadata "unwind": the .eh_frame section, personality?
 
     # -- the algorithm -------------------------------------------------------
 
@@ -138,13 +142,14 @@ class PatchPlanner:
         self.find_changed_data()
         self.seed_changed_functions()
         self.include_references()
+        self.carry_unwind_tables()
         self.check_constructors()
         self.check_data()
         self.describe()
         if self.result.outcome != model.PATCH:
             return Plan(self.result, None)
         tls = self.base.binary.tls_segment
-        return Plan(self.result, self.content, {"size": tls[1], "align": tls[2]} if tls else None)
+        return Plan(self.result, self.content, {"size": tls[1], "align": tls[2]} if tls else None, self.unwind)
 
     # -- pair and compare -----------------------------------------------------
 
@@ -408,7 +413,11 @@ class PatchPlanner:
                                 f"relocation type {rel.type} at {section.name}+{rel.offset:#x} is not supported")
                     continue
                 symbol_index, addend = self._bind(unit_index, rel)
-                copy.relocations.append(PatchRelocation(rel.offset - start, rel.type, symbol_index, addend))
+                rel_type = rel.type
+                if (unit_index, rel.section, rel.offset) in self._got_loads:
+                    copy.data = _lea_as_got_load(copy.data, rel.offset - start)
+                    rel_type = R_X86_64_GOTPCREL
+                copy.relocations.append(PatchRelocation(rel.offset - start, rel_type, symbol_index, addend))
         return number
 
     def _define_symbol(self, unit_index: int, name: str, symbol: PatchSymbol) -> int:
@@ -604,7 +613,9 @@ class PatchPlanner:
                         f"new code takes the address of library symbol {name} as a 32-bit constant; "
                         "library addresses do not fit")
             return self._refused_symbol(name)
-        if kind == "variable" and rel.type not in LIBRARY_DATA_RELOCATIONS and not self._is_call(unit, rel):
+        if kind == "variable" and self._lea_of(unit, rel):
+            self._got_loads.add((unit_index, rel.section, rel.offset))
+        elif kind == "variable" and rel.type not in LIBRARY_DATA_RELOCATIONS and not self._is_call(unit, rel):
             self.refuse(name, unit.file, model.LIBRARY_DATA_REFERENCE,
                         f"new code reads {name}, a variable of {export.library if export else 'a library'}, "
                         "directly (PC-relative); the running program has no copy of it (its release never used it), "
@@ -614,6 +625,25 @@ class PatchPlanner:
             "bind": fmt.BIND_DYNAMIC, "imported_by_base": name in self.base.binary.imports}))
 
     @staticmethod
+    def _lea_of(unit: Unit, rel: Relocation) -> bool:
+        """Is *rel* the displacement of ``lea sym(%rip), %reg``, sym's address exactly?
+
+        A PIE takes the address of a library variable this way (typeinfo for
+        ``throw``, ``std::cout`` for ``operator<<``), counting on a COPY
+        relocation. The same 7 bytes as ``mov sym@GOTPCREL(%rip), %reg`` load
+        the address from a GOT slot of the patch instead: the linker's GOTPCRELX
+        relaxation, undone.
+        """
+        if rel.type != R_X86_64_PC32 or rel.section is None:
+            return False
+        instruction = code_index(unit.new).instruction_at(rel.section, rel.offset)
+        if instruction is None or instruction.mnemonic != "lea" or instruction.end != rel.offset + 4:
+            return False
+        code = unit.new.sections[rel.section].data
+        modrm, opcode = code[rel.offset - 1], code[rel.offset - 2]
+        return opcode == 0x8D and modrm & 0xC7 == 0x05 and rel.addend == -4
+
+    @staticmethod
     def _is_call(unit: Unit, rel: Relocation) -> bool:
         if rel.type == R_X86_64_PLT32:
             return True
@@ -621,6 +651,88 @@ class PatchPlanner:
             return False
         instruction = code_index(unit.new).instruction_at(rel.section, rel.offset)
         return instruction is not None and instruction.mnemonic.startswith(CALL_MNEMONICS)
+
+    # -- unwind tables (ehframe.py) ------------------------------------------------
+
+    def carry_unwind_tables(self) -> None:
+        """One ``.eh_frame`` for all copied code: the FDEs of each copy and their CIEs, then a terminator.
+
+        An FDE's ``pc_begin`` binds to the patch's copy of the code (never to
+        the old entry, as a call would), its LSDA to the patch's copy of the
+        ``.gcc_except_table``, a CIE's personality to the ``DW.ref`` word.
+        """
+        frames = PatchSection(".eh_frame", fmt.SHF_ALLOC, 8)
+        data = bytearray()
+        handlers = False
+        for unit_index, unit in enumerate(self.units):
+            copies = self._code_copies(unit_index)
+            if not copies:
+                continue
+            try:
+                section, records = ehframe.frame_records(unit.new)
+            except ehframe.EhFrameError as exc:
+                self.refuse(".eh_frame", unit.file, model.UNSUPPORTED_RELOCATION, str(exc))
+                continue
+            placed: dict[int, int] = {}  # CIE offset in the object -> in the patch's .eh_frame
+            by_offset = {record.offset: record for record in records}
+            for record in records:
+                begin = record.pc_begin() if record.cie is not None else None
+                copy = self._copy_holding(unit, copies, begin) if begin is not None else None
+                if copy is None:
+                    continue
+                assert record.cie is not None and section is not None
+                if record.cie not in placed:
+                    cie = by_offset[record.cie]
+                    placed[record.cie] = len(data)
+                    handlers |= cie.has_personality
+                    self._carry_record(unit_index, cie, cie.data, len(data), frames)
+                    data += cie.data
+                fde = ehframe.with_cie_pointer(record.data, len(data) + 4, placed[record.cie])
+                self._carry_record(unit_index, record, fde, len(data), frames, begin, copy)
+                data += fde
+        if not data:
+            return
+        frames.data = bytes(data) + ehframe.TERMINATOR
+        self.unwind = {"section": self.content.add_section(frames), "handlers": handlers}
+        self.include_references()  # an LSDA's type table may name data no function did
+
+    def _code_copies(self, unit_index: int) -> list[tuple[int, int, int, int]]:
+        """(section, start, end, copy number) of every code range of this unit the patch holds."""
+        unit = self.units[unit_index]
+        return [(section, start, start + self.content.sections[number].byte_size, number)
+                for (index, section, start), number in self._section_copies.items()
+                if index == unit_index and unit.new.sections[section].is_code]
+
+    @staticmethod
+    def _copy_holding(unit: Unit, copies: list[tuple[int, int, int, int]],
+                      rel: Relocation) -> tuple[int, int] | None:
+        """The copy (number, start) holding the code an FDE's pc_begin relocation points at."""
+        symbol = unit.new.symbols[rel.symbol]
+        if not isinstance(symbol.section, int):
+            return None
+        point = symbol.value + rel.addend
+        for section, start, end, number in copies:
+            if section == symbol.section and start <= point < end:
+                return number, point - start
+        return None
+
+    def _carry_record(self, unit_index: int, record: ehframe.FrameRecord, data: bytes, at: int,
+                      frames: PatchSection, begin: Relocation | None = None,
+                      copy: tuple[int, int] | None = None) -> None:
+        for rel in record.relocations:
+            offset = at + rel.offset - record.offset
+            if rel is begin and copy is not None:
+                number, point = copy
+                start = self._define_symbol(unit_index, f"\0copy {number}", PatchSymbol(
+                    f"{self.content.sections[number].name}@{self.units[unit_index].file}", fmt.STT_FUNC, number))
+                frames.relocations.append(PatchRelocation(offset, rel.type, start, point))
+                continue
+            if rel.type not in fmt.SUPPORTED_RELOCATIONS:
+                self.refuse(".eh_frame", self.units[unit_index].file, model.UNSUPPORTED_RELOCATION,
+                            f"relocation type {rel.type} in .eh_frame+{rel.offset:#x} is not supported")
+                continue
+            symbol_index, addend = self._bind(unit_index, rel)
+            frames.relocations.append(PatchRelocation(offset, rel.type, symbol_index, addend))
 
     # -- checks ------------------------------------------------------------
 
@@ -742,6 +854,12 @@ class PatchPlanner:
             section = unit.new.sections[symbol.section].name if isinstance(symbol.section, int) else "COMMON"
             self.result.new_data.append(model.DataEntry(name, unit.file, symbol.size, section,
                                                         self._defined_symbols[(unit_index, name)]))
+
+
+def _lea_as_got_load(code: bytes, displacement: int) -> bytes:
+    """``lea d(%rip), %reg`` → ``mov d(%rip), %reg``: the opcode before the ModRM byte, 8D → 8B."""
+    opcode = displacement - 2
+    return code[:opcode] + b"\x8b" + code[opcode + 1:]
 
 
 def _kind(symbol: Symbol) -> str:

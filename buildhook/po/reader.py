@@ -194,6 +194,12 @@ def _validate(patch: PatchObject) -> None:
             symbol = patch.symbols[index]
             if symbol.type != fmt.STT_FUNC or symbol.section not in patch.sections:
                 raise _fail(name, f"function {entry.get('name')!r} is not defined code in the patch")
+    unwind = meta.get("unwind")
+    if unwind is not None:
+        section = patch.sections.get(unwind.get("section")) if isinstance(unwind, dict) else None
+        if section is None or section.name != ".eh_frame" or section.flags & (fmt.SHF_WRITE | fmt.SHF_EXECINSTR) \
+                or section.size < 4 or section.data[-4:] != b"\0\0\0\0":
+            raise _fail(name, "metadata 'unwind' names no read-only .eh_frame section ending in a terminator")
     for entry in meta["functions"]:
         for key in ("old_address", "old_size", "old_sha256"):
             if entry.get(key) is None:

@@ -105,6 +105,9 @@ def write_patch(content: PatchContent) -> bytes:
         for entry in metadata.get(listing, []):  # type: ignore[union-attr]
             if "symbol" in entry:
                 entry["symbol"] = elf_index[entry["symbol"]]
+    unwind = metadata.get("unwind")
+    if unwind:  # the .eh_frame is named by content section number; the file's sections follow the null one
+        metadata["unwind"] = dict(unwind, section=int(unwind["section"]) + 1)  # type: ignore[call-overload]
     metadata["format"] = fmt.FORMAT
     metadata["patch_id"] = fmt.PATCH_ID_PLACEHOLDER
     metadata_bytes = json.dumps(metadata, sort_keys=True, indent=1).encode("utf-8") + b"\n"
