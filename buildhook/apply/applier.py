@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from buildhook.apply import gates, ptrace
+from buildhook.apply import frames, gates, ptrace
 from buildhook.apply.inject import (
     DATA_OFFSET,
     SIG_SETMASK,
@@ -92,6 +92,7 @@ from buildhook.apply.threads import (
     ThreadWontStop,
     TraceDenied,
 )
+from buildhook.apply.unwind import ModuleFrames
 from buildhook.po import format as fmt
 from buildhook.po.reader import PatchObject
 
@@ -147,6 +148,7 @@ class _Session:
         self._padding = b""  # what the stub overwrote, put back at the end
         self._stub_in_use = False
         self._checked: set[int] = set()  # threads whose seccomp filters were evaluated
+        self._frames: ModuleFrames | None = None  # unwind tables of the loaded objects, read once
 
     def close(self) -> None:
         """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""
@@ -191,10 +193,30 @@ class _Session:
                     raise ApplyRefused(f"{exc}") from exc
                 time.sleep(_after_late_stop())
 
-    def run(self, work: Callable[[Injector], _T]) -> _T:
-        """Run *work* with an injector on a briefly stopped thread; the thread is put back as it was."""
+    def _stop_a_thread_outside(self, avoid: RangeSet) -> int:
+        """Stop a thread none of whose frames is in *avoid* (it may hold a lock the call will take);
+        one that is, is let go and looked at again a little later, until the deadline."""
+        while True:
+            tid = self._stop_a_thread()
+            registers = {tid: ptrace.get_registers(tid)}
+            maps = MapIndex(read_maps(self.pid))
+            if self._frames is None:
+                self._frames = unwind_tables(mapped_objects(self.pid))
+            found = busy_threads(self.pid, registers, stack_ranges(registers, maps), avoid, self._frames, maps)
+            if not found:
+                return tid
+            self.group.resume(tid)
+            if time.monotonic() >= self.deadline:
+                raise ApplyRefused(f"thread {tid} of process {self.pid} stayed inside {found[0].label} "
+                                   f"({found[0].where}), where the call to register the patch's unwind tables "
+                                   "could wait for a lock the thread holds itself; try again")
+            time.sleep(RETRY_PAUSE_S)
+
+    def run(self, work: Callable[[Injector], _T], avoid: RangeSet | None = None) -> _T:
+        """Run *work* with an injector on a briefly stopped thread (one outside *avoid*); the thread is
+        put back as it was."""
         stub = self.stub()
-        tid = self._stop_a_thread()
+        tid = self._stop_a_thread() if avoid is None else self._stop_a_thread_outside(avoid)
         try:
             if tid not in self._checked:
                 self._check_seccomp(tid, stub)
@@ -225,9 +247,15 @@ class _Session:
     def syscalls(self, calls: list[tuple[int, ...]], data: bytes = b"") -> list[int]:
         return self.run(lambda injector: [injector.syscall(*call, data=data) for call in calls])
 
-    def call(self, function: int) -> int:
-        """Run ``function()`` in the target: an IFUNC resolver."""
-        return self.run(lambda injector: injector.call(function))
+    def call(self, function: int, avoid: RangeSet | None = None) -> int:
+        """Run ``function()`` in the target: an IFUNC resolver, a thunk of frames.py."""
+        return self.run(lambda injector: injector.call(function), avoid)
+
+    def unwinder(self) -> frames.Unwinder | None:
+        """The target's unwinder (frames.py), for deregistering a region's tables."""
+        assert self.target is not None
+        return frames.find_unwinder(self.target, mapped_objects(self.pid),
+                                    lambda address: int.from_bytes(self.memory.read(address, 8), "little"))
 
     def unmap(self, start: int, size: int) -> None:
         self.syscalls([(SYS_MUNMAP, start, size)])
@@ -312,6 +340,7 @@ class _Plan:
     data: bytes
     gates: list[_Gate]
     state: AppliedPatch
+    unwinder: frames.Unwinder | None = None  # where the patch's unwind tables are registered
 
 
 def _entry_copies(patch: PatchObject) -> None:
@@ -362,6 +391,7 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
     kept = _kept_variables(patch, live)
     code, data = relocate(patch, layout, values.__getitem__, lambda index: tls[index], kept)
     code, data = bytearray(code), bytearray(data)
+    unwinder = _unwinder(patch, pid, session, layout, code)
     result = []
     for number, (entry, gate) in enumerate(planned):
         if entry is not None:
@@ -386,8 +416,36 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
         time.time(), po_name, layout.control, live.patch_id if live else "",
         [[v["name"], v["file"], int(v["size"]), kept.get(int(v["symbol"])) or _address_of(patch, layout, v)]
          for v in _variables(patch)],
-        _instructions(patch, layout))
-    return _Plan(layout, bytes(code), bytes(data), result, state)
+        _instructions(patch, layout),
+        [layout.register_thunk, layout.deregister_thunk] if unwinder else [])
+    return _Plan(layout, bytes(code), bytes(data), result, state, unwinder)
+
+
+def _unwinder(patch: PatchObject, pid: int, session: _Session, layout: PatchLayout,
+              code: bytearray) -> frames.Unwinder | None:
+    """Find the target's unwinder and write the thunks that register the patch's tables with it.
+
+    Code that throws or catches (a personality routine in its tables) needs
+    them; without an unwinder to register with, the patch is refused.  Plain
+    frame descriptions (C code) are registered where an unwinder is loaded.
+    """
+    unwind = patch.metadata.get("unwind")
+    if layout.unwind_section is None or not unwind:
+        return None
+    unwinder = session.unwinder()
+    if unwinder is None:
+        if unwind.get("handlers"):
+            raise ApplyRefused(f"the patch's code throws or catches C++ exceptions, and process {pid} has no "
+                               f"unwinder to register its unwind tables with ({frames.REGISTER} is exported by "
+                               "no loaded object); nothing was changed")
+        return None
+    flag = layout.control + frames.FLAG_OFFSET
+    at = layout.thunks_offset - STATE_SIZE  # the code part starts after the record pages
+    code[at:at + frames.THUNK_SIZE] = frames.register_thunk(layout.eh_frame, layout.frames_object,
+                                                           unwinder.register, flag)
+    at += frames.THUNK_SIZE
+    code[at:at + frames.THUNK_SIZE] = frames.deregister_thunk(layout.eh_frame, unwinder.deregister, flag)
+    return unwinder
 
 
 def _instructions(patch: PatchObject, layout: PatchLayout) -> list[list[int]]:
@@ -545,7 +603,39 @@ def _close_leaked_fds(session: _Session) -> None:
 def _remove_leftovers(session: _Session, leftovers: list[AppliedPatch]) -> None:
     """Unmap regions no entry jumps to any more (reconciled in the commit that just ran)."""
     for patch in leftovers:
-        session.unmap(patch.region_start, patch.region_end - patch.region_start)
+        _discard_region(session, (patch.region_start, patch.region_end - patch.region_start), patch.control,
+                        patch.unwind)
+
+
+def _register_frames(session: _Session, plan: _Plan) -> None:
+    """Register the region's unwind tables (frames.py), on a thread outside the unwinder and allocator."""
+    assert plan.unwinder is not None
+    session.call(plan.layout.register_thunk, plan.unwinder.avoid)
+    if not _frames_registered(session, plan.layout.control):
+        raise ProcessError(f"registering the patch's unwind tables with {plan.unwinder.library} in process "
+                           f"{session.pid} did not complete")
+
+
+def _frames_registered(session: _Session, control: int) -> bool:
+    try:
+        return session.memory.read(control + frames.FLAG_OFFSET, 1) == b"\x01"
+    except OSError:  # a leftover whose data part was never mapped: nothing was registered
+        return False
+
+
+def _discard_region(session: _Session, region: tuple[int, int], control: int, thunks: list[int]) -> None:
+    """Unmap a region nothing runs; its unwind tables, if registered, are deregistered first: the
+    unwinder must never search memory that is gone."""
+    if thunks and _frames_registered(session, control):
+        unwinder = session.unwinder()
+        if unwinder is None:
+            raise ProcessError(f"the region at {region[0]:#x} in process {session.pid} has registered unwind "
+                               "tables and no unwinder is found to deregister them: it stays mapped")
+        session.call(thunks[1], unwinder.avoid)
+        if _frames_registered(session, control):
+            raise ProcessError(f"deregistering the unwind tables of the region at {region[0]:#x} in process "
+                               f"{session.pid} did not complete: it stays mapped")
+    session.unmap(*region)
 
 
 def _reverted_region(records: _Records, patch_id: str) -> AppliedPatch | None:
@@ -607,12 +697,14 @@ def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str
         if reused is None:
             _create_region(session, plan)
         try:
+            if reused is None and plan.unwinder is not None:
+                _register_frames(session, plan)
             pause_us, retries = _commit(session, _busy_ranges(planned, records.live, records.leftovers), timeout,
                                         _commit_writes(session.memory, records, planned, control))
         except BaseException:
             if region is not None and session.memory.read(control, 1) != bytes([gates.COMMITTED]):
                 session.group.detach_all()  # not committed: nothing runs our region; take it away
-                session.unmap(*region)
+                _discard_region(session, region, control, plan.state.unwind)
             raise
         _remove_leftovers(session, records.leftovers)
         return ApplyReport(pid, "applied", patch.patch_id, [gate.name for gate in planned if gate.kind == "replaced"],

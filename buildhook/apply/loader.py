@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from buildhook.apply import gates
+from buildhook.apply import frames, gates
 from buildhook.po import format as fmt
 from buildhook.po.reader import PatchObject
 
@@ -49,6 +49,9 @@ class PatchLayout:
     gates_offset: int = 0
     copies_offset: int = 0
     control_offset: int = 0  # the control page: commit flag and gate pointers (private, writable)
+    unwind_section: int | None = None  # the patch's .eh_frame, registered with the unwinder (frames.py)
+    thunks_offset: int = 0   # its register and deregister thunks (code)
+    frames_object_offset: int = 0  # libgcc's struct object for it (data)
 
     @property
     def code_start(self) -> int:
@@ -75,6 +78,23 @@ class PatchLayout:
     def control(self) -> int:
         return self.base + self.control_offset
 
+    @property
+    def eh_frame(self) -> int:
+        assert self.unwind_section is not None
+        return self.address_of_section(self.unwind_section)
+
+    @property
+    def register_thunk(self) -> int:
+        return self.base + self.thunks_offset
+
+    @property
+    def deregister_thunk(self) -> int:
+        return self.base + self.thunks_offset + frames.THUNK_SIZE
+
+    @property
+    def frames_object(self) -> int:
+        return self.base + self.frames_object_offset
+
 
 STUB_SIZE = 16  # jmp *0(%rip); .quad address; padding
 CALL_RELOCATIONS = frozenset({2, 4})  # PC32, PLT32: a call or jump to a library function
@@ -91,7 +111,9 @@ def plan_layout(patch: PatchObject, base: int, gate_count: int = 0) -> PatchLayo
     Library code is mapped far from the target's text (beyond a 32-bit
     displacement), so every call to it goes through a 16-byte stub in the
     patch's code part, as a PLT would.  *gate_count* gates and entry copies
-    follow the stubs, and the data part starts with the control page(s).
+    follow the stubs (then, with unwind tables, the thunks that register
+    them), and the data part starts with the control page(s) (then libgcc's
+    object for the tables).
     """
     layout = PatchLayout(base, gates=gate_count)
     offset = STATE_SIZE
@@ -121,9 +143,17 @@ def plan_layout(patch: PatchObject, base: int, gate_count: int = 0) -> PatchLayo
     offset += gate_count * gates.GATE_SIZE
     layout.copies_offset = offset
     offset += gate_count * gates.COPY_SIZE
+    unwind = patch.metadata.get("unwind")
+    if unwind:
+        layout.unwind_section = int(unwind["section"])
+        layout.thunks_offset = offset
+        offset += frames.THUNKS_SIZE
     layout.code_size = _page(offset) - STATE_SIZE
     offset = layout.control_offset = STATE_SIZE + layout.code_size
     offset += _page(gates.control_size(gate_count))
+    if unwind:
+        layout.frames_object_offset = offset
+        offset += frames.OBJECT_SIZE
     for section in sorted(writable, key=lambda s: s.index):
         offset = _align(offset, max(section.align, 1))
         layout.section_offsets[section.index] = offset

@@ -67,6 +67,7 @@ class AppliedPatch:
     replaces: str = ""   # the patch this one replaced when it was committed
     variables: list[list] = field(default_factory=list)  # [name, file, size, run-time address] of new variables
     text: list[list[int]] = field(default_factory=list)  # [start, end) of its instructions: code, gates, copies
+    unwind: list[int] = field(default_factory=list)  # [register, deregister] thunks of its unwind tables (frames.py)
     flag: int = -1       # read from the process, not part of the record (-1: unreadable)
 
     @property
@@ -79,6 +80,7 @@ class AppliedPatch:
             "from": self.from_release, "to": self.to_release, "region": [self.region_start, self.region_end],
             "code": [self.code_start, self.code_end], "applied_at": self.applied_at, "po": self.po_name,
             "control": self.control, "replaces": self.replaces, "variables": self.variables, "text": self.text,
+            "unwind": self.unwind,
             "functions": [vars(function) for function in self.functions],
         }
         data = json.dumps(record, sort_keys=True).encode("utf-8")
@@ -96,7 +98,7 @@ class AppliedPatch:
                    record["region"][0], record["region"][1], record["code"][0], record["code"][1],
                    [RedirectedFunction(**function) for function in record["functions"]],
                    record["applied_at"], record.get("po", ""), record["control"], record["replaces"],
-                   record["variables"], record["text"])
+                   record["variables"], record["text"], record.get("unwind", []))
 
     def to_json(self) -> dict[str, object]:
         return {

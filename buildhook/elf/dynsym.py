@@ -31,6 +31,7 @@ class DynamicExport:
     value: int
     kind: str     # "function", "variable", "tls"
     ifunc: bool   # its value is a resolver, to be run for the real address
+    size: int = 0
 
 
 def dynamic_exports(data: bytes) -> dict[str, DynamicExport]:
@@ -44,7 +45,7 @@ def dynamic_exports(data: bytes) -> dict[str, DynamicExport]:
     versions = struct.unpack(f"<{versym.data_size // 2}H", versym.data()) if versym is not None else ()
     table = data[dynsym.header.sh_offset:dynsym.header.sh_offset + dynsym.header.sh_size]
     exports: dict[str, DynamicExport] = {}
-    for index, (name_at, info, _other, shndx, value, _size) in enumerate(SYMBOL.iter_unpack(table)):
+    for index, (name_at, info, _other, shndx, value, size) in enumerate(SYMBOL.iter_unpack(table)):
         kind = KINDS.get(info & 0xF)
         if shndx == 0 or info >> 4 not in (STB_GLOBAL, STB_WEAK) or kind is None:
             continue
@@ -52,7 +53,7 @@ def dynamic_exports(data: bytes) -> dict[str, DynamicExport]:
         hidden = bool(index < len(versions) and versions[index] & VERSYM_HIDDEN)
         if hidden and name in exports:
             continue
-        exports[name] = DynamicExport(name, value, kind, info & 0xF == STT_GNU_IFUNC)
+        exports[name] = DynamicExport(name, value, kind, info & 0xF == STT_GNU_IFUNC, size)
     return exports
 
 
