@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tests.conftest import run
 
-ALLOWED_BUILDHOOK = {"buildhook", "buildhook.apply", "buildhook.po", "buildhook.po.format", "buildhook.po.reader",
+ALLOWED_BUILDHOOK = {"buildhook", "buildhook.apply", "buildhook.po", "buildhook.po.format", "buildhook.po.names",
+                     "buildhook.po.reader",
                      "buildhook.elf", "buildhook.elf.buildid", "buildhook.elf.dynsym"}
 
 

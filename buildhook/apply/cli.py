@@ -35,6 +35,7 @@ from buildhook.apply.signature import (
 )
 from buildhook.apply.state import condition
 from buildhook.apply.threads import TraceDenied
+from buildhook.po.names import demangle, demangle_text
 from buildhook.po.reader import (
     PatchFormatError,
     PatchObject,
@@ -98,7 +99,7 @@ def _print_reports(reports: list[ApplyReport], as_json: bool) -> None:
         return
     for report in reports:
         print(f"process {report.pid}: {report.result} patch {report.patch_id[:16]} "
-              f"({len(report.functions)} functions: {', '.join(report.functions)}); "
+              f"({len(report.functions)} functions: {', '.join(demangle(name) for name in report.functions)}); "
               f"paused {report.pause_us:.0f} µs, {report.total_ms:.1f} ms in all")
 
 
@@ -160,7 +161,7 @@ def run_status(args: argparse.Namespace) -> int:
     for patch in applied:
         functions = patch.replaced_functions
         print(f"process {args.pid}: patch {patch.patch_id[:16]} ({patch.from_release} → {patch.to_release}), "
-              f"{len(functions)} functions redirected: {', '.join(f.name for f in functions)}")
+              f"{len(functions)} functions redirected: {', '.join(demangle(f.name) for f in functions)}")
     for patch in others:
         what = condition(patch, records)
         note = ("never committed: the next apply or revert removes it" if what == "leftover"
@@ -174,11 +175,11 @@ def dispatch(args: argparse.Namespace, program: str) -> int:
     try:
         return int(args.func(args))
     except ApplyRefused as exc:
-        print(f"{program}: refused: {exc}", file=sys.stderr)
+        print(f"{program}: refused: {demangle_text(str(exc))}", file=sys.stderr)
         return EXIT_REFUSED
     except (PatchFormatError, SignatureError, ProcessError, TraceDenied, PtraceError, InjectionError,
             TargetUnsuitable) as exc:
-        print(f"{program}: error: {exc}", file=sys.stderr)
+        print(f"{program}: error: {demangle_text(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a defect of ours is still one line, never a traceback
         print(f"{program}: internal error: {exc.__class__.__name__}: {exc} (please report it)", file=sys.stderr)

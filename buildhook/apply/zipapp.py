@@ -18,7 +18,7 @@ import elftools
 import buildhook
 
 # The applier's modules, relative to the buildhook package (see the import test).
-APPLIER_FILES = ("__init__.py", "apply", "po/__init__.py", "po/format.py", "po/reader.py",
+APPLIER_FILES = ("__init__.py", "apply", "po/__init__.py", "po/format.py", "po/names.py", "po/reader.py",
                  "elf/__init__.py", "elf/buildid.py", "elf/dynsym.py")
 MAIN = "import sys\nfrom buildhook.apply.cli import main\nsys.exit(main())\n"
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from buildhook.po.names import demangle_text
+
 # Refusals: the patch is not written.
 STATIC_LOCAL_REMOVED = "static-local-removed"
 GLOBAL_SIZE_CHANGED = "global-size-changed"
@@ -40,7 +42,7 @@ class Finding:
 
     def line(self) -> str:
         """One line a patch author can act on."""
-        return f"{self.file}: {self.symbol}: {self.message} [{self.rule}]"
+        return demangle_text(f"{self.file}: {self.symbol}: {self.message} [{self.rule}]")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from buildhook.po.names import demangle, demangle_text
 from buildhook.po.reader import PatchObject
 
 
@@ -40,19 +41,19 @@ def describe_patch(patch: PatchObject) -> str:
     if meta["functions"]:
         lines.append("  replaces (a jump at each old entry):")
         for entry in meta["functions"]:
-            lines.append(f"    {entry['file']}: {entry['name']}  at {entry['old_address']:#x}, "
+            lines.append(f"    {entry['file']}: {demangle(entry['name'])}  at {entry['old_address']:#x}, "
                          f"{entry['old_size']} → {entry['new_size']} bytes ({entry['reached']})")
     if meta["new_functions"]:
         lines.append("  adds functions:")
         for entry in meta["new_functions"]:
-            lines.append(f"    {entry['file']}: {entry['name']}  {entry['new_size']} bytes ({entry['reached']})")
+            lines.append(f"    {entry['file']}: {demangle(entry['name'])}  {entry['new_size']} bytes ({entry['reached']})")
     if meta["new_data"]:
         lines.append("  adds variables:")
         for entry in meta["new_data"]:
-            lines.append(f"    {entry['file']}: {entry['name']}  {entry['size']} bytes in {entry['section']}")
+            lines.append(f"    {entry['file']}: {demangle(entry['name'])}  {entry['size']} bytes in {entry['section']}")
     imports = sorted(entry["name"] for entry in meta["symbols"] if entry.get("bind") == "dynamic")
     if imports:
-        lines.append(f"  library functions: {', '.join(imports)}")
+        lines.append(f"  library symbols: {'; '.join(demangle(name) for name in imports)}")
     for warning in meta["warnings"]:
-        lines.append(f"  warning: {warning['file']}: {warning['symbol']}: {warning['message']}")
+        lines.append(demangle_text(f"  warning: {warning['file']}: {warning['symbol']}: {warning['message']}"))
     return "\n".join(lines)

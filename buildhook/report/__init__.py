@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from buildhook.po.names import demangle_text
+
 if TYPE_CHECKING:
     from buildhook.collect import CollectedPatch
 
@@ -44,6 +46,7 @@ def render_collect_report(entries: list[CollectedPatch]) -> str:
 
     environment = _environment()
     environment.filters["basename"] = os.path.basename
+    environment.filters["demangle"] = demangle_text
     environment.filters["diff_class"] = diff_line_class
     environment.filters["short_label"] = short_label
     binaries = sorted({entry.binary for entry in entries})
