@@ -33,6 +33,7 @@ RECORD_TAGS = {"DW_TAG_structure_type": "struct", "DW_TAG_union_type": "union", 
 QUALIFIERS = {"DW_TAG_const_type": "const", "DW_TAG_volatile_type": "volatile", "DW_TAG_restrict_type": "restrict",
               "DW_TAG_atomic_type": "_Atomic"}
 MAX_DEPTH = 6
+VIRTUAL = "virtual "  # the name of a virtual function's pseudo-member (its offset is its vtable slot)
 
 
 def _debug_relocations_applied(obj: ObjectFile) -> bytes:
@@ -126,7 +127,45 @@ def record_layout(die: DIE, depth: int = 0) -> Layout:
             bit = _int(child, "DW_AT_data_bit_offset", offset * 8)
             offset = bit * 1000 + _int(child, "DW_AT_bit_size")  # a bit-field: position and width
         members.append((_name(child) or "<anonymous>", offset, type_signature(_type_of(child), depth)))
+    members += _bases_and_virtuals(die, depth)
     return _int(die, "DW_AT_byte_size"), tuple(members)
+
+
+def _bases_and_virtuals(die: DIE, depth: int) -> list[Member]:
+    """A C++ class's base classes (at their offsets) and virtual functions (at their vtable slots).
+
+    Objects built by the old code keep the old vtable pointer: a virtual
+    function added, removed or moved to another slot makes old and new code
+    disagree about every call through it, a layout change like a moved field.
+    """
+    found: list[Member] = []
+    for child in die.iter_children():
+        if child.tag == "DW_TAG_inheritance":
+            found.append((f"base {type_signature(_type_of(child), depth)}",
+                          _int(child, "DW_AT_data_member_location"), "base class"))
+        elif child.tag == "DW_TAG_subprogram" and "DW_AT_vtable_elem_location" in child.attributes:
+            slot = _vtable_slot(child.attributes["DW_AT_vtable_elem_location"].value)
+            name = _name(child) or "?"
+            linkage = child.attributes.get("DW_AT_linkage_name")
+            signature = linkage.value.decode("utf-8", "replace") if linkage is not None else name
+            found.append((f"{VIRTUAL}{name}", slot, signature))
+    return found
+
+
+def _vtable_slot(location: object) -> int:
+    """DW_AT_vtable_elem_location: ``DW_OP_constu N`` (an expression), or a plain constant."""
+    if isinstance(location, int):
+        return location
+    expression = list(location) if isinstance(location, (list, bytes)) else []
+    if expression and expression[0] == 0x10:  # DW_OP_constu, then ULEB128
+        value, shift = 0, 0
+        for byte in expression[1:]:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return value
+    return -1
 
 
 def enum_values(die: DIE) -> Enumerators:
@@ -165,15 +204,19 @@ def describe_change(old: Layout, new: Layout) -> str:
     """What moved, in a few words: added, removed, shifted and retyped members, size."""
     old_members = {name: (offset, kind) for name, offset, kind in old[1]}
     new_members = {name: (offset, kind) for name, offset, kind in new[1]}
-    notes = [f"{name} added at offset {offset}" for name, offset, _ in new[1] if name not in old_members]
+    notes = [f"{name} added {_place(name)} {offset}" for name, offset, _ in new[1] if name not in old_members]
     notes += [f"{name} removed" for name, _, _ in old[1] if name not in new_members]
-    notes += [f"{name} moved {old_members[name][0]}→{offset}" for name, offset, _ in new[1]
+    notes += [f"{name} moved {_place(name)} {old_members[name][0]}→{offset}" for name, offset, _ in new[1]
               if name in old_members and old_members[name][0] != offset]
     notes += [f"{name} changed type {old_members[name][1]} → {kind}" for name, offset, kind in new[1]
               if name in old_members and old_members[name][0] == offset and old_members[name][1] != kind]
     if old[0] != new[0]:
         notes.append(f"size {old[0]}→{new[0]}")
     return "; ".join(notes) or "member order changed"
+
+
+def _place(member: str) -> str:
+    return "in vtable slot" if member.startswith(VIRTUAL) else "at offset"
 
 
 def describe_enum_change(old: Enumerators, new: Enumerators) -> str | None:
