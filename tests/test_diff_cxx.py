@@ -219,3 +219,22 @@ def test_static_local_thread_local_lambda_and_cout(tmp_path: Path) -> None:
         for process in processes:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_new_exception_class_with_its_vtable_is_carried(tmp_path: Path) -> None:
+    """Reduced case (a KeyError before): new code throws a new class.  Its vtable points at its destructor,
+    whose code stores the vtable: carrying one came back to the other before its symbol was defined."""
+    env = build_env(tmp_path / "store")
+    source = ('#include <stdexcept>\n#include <string>\n%s\n'
+              'int parse(const std::string &s) { %s return s.size() > 99 ? -1 : (int)s.size() * 3; }\n'
+              'int main(int argc, char **argv) { try { return parse(argv[argc - 1]); } catch (...) { return 9; } }\n')
+    (tmp_path / "m.cpp").write_text(source % ("", ""))
+    run(["buildhook-c++", "-O2", "-g", "m.cpp", "-o", "prog"], env, cwd=tmp_path)
+    run([BUILDHOOK, "release", "old"], env)
+    (tmp_path / "m.cpp").write_text(source % ("struct bad : std::runtime_error { using std::runtime_error::runtime_error; };",
+                                              'if (s.empty()) throw bad("empty");'))
+    run(["buildhook-c++", "-O2", "-g", "m.cpp", "-o", "prog"], env, cwd=tmp_path)
+    result = run([BUILDHOOK, "diff", "--from", "old", str(tmp_path / "prog"), "-o", str(tmp_path / "p.po")], env)
+    assert b"wrote" in result.stdout
+    inspected = run([BUILDHOOK, "inspect", str(tmp_path / "p.po")], env).stdout.decode()
+    assert "vtable for bad" in inspected and "typeinfo for bad" in inspected

@@ -25,6 +25,7 @@ Refusals are collected, not raised: a patch author wants every reason at once.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from buildhook.diff import ehframe, entrycopy, model
@@ -57,6 +58,8 @@ from buildhook.store.records import LinkInput, LinkRecord
 JUMP_SIZE = 5
 # How new code may refer to a library variable: through a pointer it holds or a GOT slot.
 LIBRARY_DATA_RELOCATIONS = frozenset({R_X86_64_64, *GOT_LOADS})
+R_X86_64_TLSGD, R_X86_64_TLSLD, R_X86_64_DTPOFF32 = 19, 20, 21
+MODULE_TLS_RELOCATIONS = frozenset({R_X86_64_TLSGD, R_X86_64_TLSLD, R_X86_64_DTPOFF32})
 CALL_MNEMONICS = ("call", "jmp")
 
 
@@ -408,6 +411,9 @@ class PatchPlanner:
         self._section_copies[key] = number
         for rel in section.relocations:
             if start <= rel.offset < end:
+                if rel.type in MODULE_TLS_RELOCATIONS:
+                    self._module_tls(unit_index, rel, copy, start)
+                    continue
                 if rel.type not in fmt.SUPPORTED_RELOCATIONS:
                     self.refuse(section.name, unit.file, model.UNSUPPORTED_RELOCATION,
                                 f"relocation type {rel.type} at {section.name}+{rel.offset:#x} is not supported")
@@ -419,6 +425,61 @@ class PatchPlanner:
                     rel_type = R_X86_64_GOTPCREL
                 copy.relocations.append(PatchRelocation(rel.offset - start, rel_type, symbol_index, addend))
         return number
+
+    def _module_tls(self, unit_index: int, rel: Relocation, copy: PatchSection, start: int) -> None:
+        """A shared object's general- or local-dynamic TLS access, through the base library's own GOT pairs.
+
+        ``lea x@tlsgd(%rip), %rdi; call __tls_get_addr`` needs a (module,
+        offset) pair in a GOT; the patch uses the pair the old library's code
+        used (its link-time address, plus the load bias), so the dynamic
+        linker's module id is right.  A ``DTPOFF32`` (a variable's offset in
+        the module's block, after local-dynamic) is a link-time constant and
+        is written into the copy.  A pair the old library never had cannot be
+        made: refused.
+        """
+        assert self.base is not None
+        unit = self.units[unit_index]
+        symbol = unit.new.symbols[rel.symbol]
+        offset = self._module_tls_offset(unit_index, symbol)
+        if offset is None:
+            return
+        at = rel.offset - start
+        if rel.type == R_X86_64_DTPOFF32:
+            copy.data = copy.data[:at] + struct.pack("<i", offset + rel.addend) + copy.data[at + 4:]
+            return
+        pairs = self.base.binary.tls_module_pairs()
+        if rel.type == R_X86_64_TLSLD:
+            address = pairs.get(("offset", 0))
+        else:
+            address = pairs.get(("name", symbol.name)) or pairs.get(("offset", offset))
+        if address is None:
+            how = "local-dynamic" if rel.type == R_X86_64_TLSLD else "general-dynamic"
+            self.refuse(symbol.name, unit.file, model.LIBRARY_DATA_REFERENCE,
+                        f"new code reaches thread-local {symbol.name} {how}, through a GOT pair the old "
+                        f"{self.base.link.binary} does not have (its code never accessed it so)")
+            return
+        pair = self._bound(("base", address), PatchSymbol(f"{symbol.name}@tlspair", fmt.STT_OBJECT, binding={
+            "bind": fmt.BIND_BASE, "address": address}))
+        copy.relocations.append(PatchRelocation(at, R_X86_64_PC32, pair, rel.addend))
+
+    def _module_tls_offset(self, unit_index: int, symbol: Symbol) -> int | None:
+        """Offset of an existing thread-local variable in the base object's TLS block (None: refused)."""
+        assert self.base is not None
+        unit = self.units[unit_index]
+        if symbol.section == "SHN_UNDEF":
+            own = self.base.binary.global_symbol(symbol.name) or self.base.non_local_definition(symbol.name)
+            if own is not None and own.type == "STT_TLS":
+                return own.address  # st_value of a TLS symbol in a linked object is its block offset
+            self.refuse(symbol.name, unit.file, model.LIBRARY_DATA_REFERENCE,
+                        f"new code uses {symbol.name}, a thread-local variable of another library; "
+                        "the patch cannot address a library's TLS")
+            return None
+        old = self._old_definition(unit_index, symbol)
+        if old is None or symbol.type != "STT_TLS":
+            self.refuse(symbol.name, unit.file, model.NEW_TLS_VARIABLE,
+                        f"new thread-local variable {symbol.name}: threads already running have no room for it")
+            return None
+        return self.base.tls_offset(self.base.symbol_address(old.item, old.obj, old.symbol))
 
     def _define_symbol(self, unit_index: int, name: str, symbol: PatchSymbol) -> int:
         key = (unit_index, name)
@@ -530,21 +591,23 @@ class PatchPlanner:
     def _carry_data(self, unit_index: int, symbol: Symbol) -> int:
         """Put a new (or changed constant) variable into the patch: its own bytes, not its whole section."""
         key = (unit_index, symbol.name)
-        if key not in self.included_data:
-            self.included_data[key] = symbol
-            if symbol.section == "SHN_COMMON":
-                section = PatchSection(f".bss.{symbol.name}", fmt.SHF_WRITE | fmt.SHF_ALLOC, symbol.value or 8,
-                                       size=symbol.size, nobits=True)
-                number = self.content.add_section(section)
-                return self._define_symbol(unit_index, symbol.name, PatchSymbol(
-                    symbol.name, fmt.STT_OBJECT, number, 0, symbol.size))
-            assert isinstance(symbol.section, int)
-            section = self.units[unit_index].new.sections[symbol.section]
-            start, end = (symbol.value, symbol.value + symbol.size) if symbol.size else (0, section.size)
-            number = self._copy_section_range(unit_index, section, start, end)
-            self._define_symbol(unit_index, symbol.name, PatchSymbol(
-                symbol.name, fmt.STT_OBJECT, number, symbol.value - start, symbol.size))
-        return self._defined_symbols[key]
+        self.included_data.setdefault(key, symbol)
+        if key in self._defined_symbols:
+            return self._defined_symbols[key]
+        if symbol.section == "SHN_COMMON":
+            section = PatchSection(f".bss.{symbol.name}", fmt.SHF_WRITE | fmt.SHF_ALLOC, symbol.value or 8,
+                                   size=symbol.size, nobits=True)
+            number = self.content.add_section(section)
+            return self._define_symbol(unit_index, symbol.name, PatchSymbol(
+                symbol.name, fmt.STT_OBJECT, number, 0, symbol.size))
+        assert isinstance(symbol.section, int)
+        section = self.units[unit_index].new.sections[symbol.section]
+        start, end = (symbol.value, symbol.value + symbol.size) if symbol.size else (0, section.size)
+        # A cycle (a new vtable → its destructor → the vtable) comes back here while the copy's relocations
+        # are bound: the copy exists by then (_copy_section_range numbers it first), and so does the symbol.
+        number = self._copy_section_range(unit_index, section, start, end)
+        return self._define_symbol(unit_index, symbol.name, PatchSymbol(
+            symbol.name, fmt.STT_OBJECT, number, symbol.value - start, symbol.size))
 
     def _bind_base(self, old: OldDefinition) -> int:
         assert self.base is not None

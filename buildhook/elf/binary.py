@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from elftools.elf.elffile import ELFFile
 
+R_X86_64_DTPMOD64 = 16
+
 
 @dataclass(frozen=True)
 class BinarySymbol:
@@ -73,9 +75,38 @@ class LinkedBinary:
         for symbol in self.symbols:
             if symbol.bind in ("STB_GLOBAL", "STB_WEAK") and symbol.name not in self._globals:
                 self._globals[symbol.name] = symbol
+        self._tls_pairs: dict[tuple[str, int | str], int] | None = None
         self._code_starts = sorted({symbol.address for symbol in self.symbols
                                     if symbol.type in ("STT_FUNC", "STT_NOTYPE", "STT_GNU_IFUNC", "STT_LOOS")
                                     and symbol.section in code_names})
+
+    def tls_module_pairs(self) -> dict[tuple[str, int | str], int]:
+        """GOT pairs a shared object's general- and local-dynamic TLS accesses use: their link-time addresses.
+
+        Each pair is (module id, offset) for ``__tls_get_addr``, filled by the
+        dynamic linker from an ``R_X86_64_DTPMOD64`` at its first word.  Keys:
+        ``("name", sym)`` for a pair naming a symbol (the offset is the
+        symbol's), ``("offset", n)`` for an anonymous one (a local variable at
+        offset n, whose word the linker wrote; offset 0 is also the
+        local-dynamic module base).
+        """
+        if self._tls_pairs is None:
+            self._tls_pairs = {}
+            elf = ELFFile(io.BytesIO(self.data))
+            for section in elf.iter_sections():
+                if section.header.sh_type != "SHT_RELA" or not section.header.sh_flags & 0x2:  # SHF_ALLOC
+                    continue
+                symbols = elf.get_section(section.header.sh_link)
+                for relocation in section.iter_relocations():
+                    if relocation["r_info_type"] != R_X86_64_DTPMOD64:
+                        continue
+                    address, index = relocation["r_offset"], relocation["r_info_sym"]
+                    if index:
+                        key: tuple[str, int | str] = ("name", symbols.get_symbol(index).name)
+                    else:
+                        key = ("offset", int.from_bytes(self.bytes_at(address + 8, 8), "little"))
+                    self._tls_pairs.setdefault(key, address)
+        return self._tls_pairs
 
     def global_symbol(self, name: str) -> BinarySymbol | None:
         """The program's own global (or COPY-relocated) definition of *name*."""
