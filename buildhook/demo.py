@@ -162,7 +162,7 @@ def run_demo(keep: bool = False) -> int:
         _step(6, "Revert, then apply again")
         from buildhook.apply.applier import revert_patch
 
-        report = revert_patch(server.pid)
+        [report] = revert_patch(server.pid)
         _say(f"      reverted: paused {report.pause_us:.0f} µs")
         _expect(client, "VERSION", "kvd 1.0")
         _apply(po, server.pid)

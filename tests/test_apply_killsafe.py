@@ -31,7 +31,7 @@ from buildhook.apply.applier import patch_status
 from buildhook.apply.state import condition
 from tests.conftest import run
 from tests.support.killer import run_killed_at
-from tests.support.programs import BUILDHOOK, Releases, build_releases
+from tests.support.programs import BUILDHOOK, Releases, build_library_releases, build_releases
 
 OLD, NEW, NEWER = (1, 1, 1), (2, 2, 2), (3, 3, 1)
 STRIDE = int(os.environ.get("BUILDHOOK_KILL_STRIDE", "5"))
@@ -125,8 +125,9 @@ def check_state(target: Target, releases: Releases, ids: dict[tuple[int, int, in
     running = target.which()
     assert running in ids, f"{where}: the process runs a mix: f, g, h = {running}"
     applied, _ = status(target, releases.env)
-    expected = ids[running]
-    assert applied == ([expected] if expected else []), f"{where}: runs {running} but status says {applied}"
+    expected = ids[running]  # a patch id, or a patch set's ids joined by spaces
+    assert sorted(applied) == sorted(expected.split() if expected else []), \
+        f"{where}: runs {running} but status says {applied}"
     assert target.eintr == [], f"{where}: {target.eintr}"
     return running
 
@@ -196,3 +197,18 @@ def test_replacement_killed_at_every_step(releases: Releases) -> None:
     ids = {NEW: patch_id(releases.patches['new'], releases.env), NEWER: patch_id(releases.patches['newer'], releases.env), OLD: None}
     assert sweep(releases, apply_newer, [apply_new], ids,
                  {NEW: [(apply_newer, NEWER), (revert, OLD)], NEWER: [(revert, OLD), (apply_newer, NEWER)]})
+
+
+@pytest.fixture(scope="module")
+def set_releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    """The same program with part_h in a shared library: new is a patch set, the program's and the library's."""
+    return build_library_releases("killsafe", tmp_path_factory.mktemp("killsafe-set"), ("new",))
+
+
+def test_patch_set_killed_at_every_step(set_releases: Releases) -> None:
+    """The program's and the library's patch share one commit byte: never one without the other."""
+    patches = set_releases.patches
+    apply_set, revert = ["apply", str(patches["new"]), str(patches["new.so"])], ["revert"]
+    ids = {OLD: None, NEW: f"{patch_id(patches['new'], set_releases.env)} {patch_id(patches['new.so'], set_releases.env)}"}
+    assert sweep(set_releases, apply_set, [], ids,
+                 {OLD: [(apply_set, NEW), (revert, OLD)], NEW: [(revert, OLD), (apply_set, NEW)]})

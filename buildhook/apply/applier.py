@@ -374,10 +374,14 @@ def _plan_gates(patch: PatchObject, target: MappedObject, live: AppliedPatch | N
 
 
 def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Session,
-             live: AppliedPatch | None, originals: dict[int, bytes], po_name: str) -> _Plan:
+             live: AppliedPatch | None, originals: dict[int, bytes], po_name: str,
+             flag_at: int = 0, patch_set: list[str] | None = None) -> _Plan:
     """Layout, relocated bytes, gates and the record: all before the target is changed.
 
     Only an IFUNC resolver may run in the target meanwhile (it changes nothing).
+    *flag_at*: the commit byte of the set this patch joins (its first
+    member's; 0: its own), which its gates test; *patch_set*: the ids of all
+    members.
     """
     _entry_copies(patch)
     for entry in patch.metadata["functions"]:
@@ -403,7 +407,8 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
             code[offset:offset + gates.COPY_SIZE] = gates.copy_code(entry["entry_copy"], gate.copy, target.bias)
         gate.gate = layout.gate(number)
         offset = gate.gate - layout.code_start
-        code[offset:offset + gates.GATE_SIZE] = gates.gate_code(gate.gate, layout.control, number)
+        flag = flag_at or layout.control
+        code[offset:offset + gates.GATE_SIZE] = gates.gate_code(gate.gate, flag, layout.control, number)
         jump_bytes(gate.address, layout.gate(number))  # range check now, not during the pause
         result.append(gate)
     control = layout.control - layout.data_start
@@ -417,7 +422,8 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
         [[v["name"], v["file"], int(v["size"]), kept.get(int(v["symbol"])) or _address_of(patch, layout, v)]
          for v in _variables(patch)],
         _instructions(patch, layout),
-        [layout.register_thunk, layout.deregister_thunk] if unwinder else [])
+        [layout.register_thunk, layout.deregister_thunk] if unwinder else [],
+        flag_at, patch_set or [])
     return _Plan(layout, bytes(code), bytes(data), result, state, unwinder)
 
 
@@ -647,70 +653,138 @@ def _reverted_region(records: _Records, patch_id: str) -> AppliedPatch | None:
     """
     if records.live is not None:
         return None
-    reverted = [p for p in records.all if p.patch_id == patch_id and condition(p, records.all) == "reverted"]
+    reverted = [p for p in records.all if p.patch_id == patch_id and condition(p, records.all) == "reverted"
+                and not p.patch_set]  # a set's members share one byte: committing one commits all; map anew
     return reverted[-1] if reverted else None
 
 
-def _commit_writes(memory: ptrace.ProcessMemory, records: _Records, planned: list[_Gate],
-                   control: int) -> Callable[[], None]:
-    """The commit, to run with the world stopped; only the one-byte write changes what runs.
+def _commit_writes(memory: ptrace.ProcessMemory, members: list[_Member]) -> Callable[[], None]:
+    """The commit of a patch set, to run with the world stopped; only the one-byte write changes what runs.
 
-    What must be set right is read now, before the stop: only the applier writes entries.
+    Every member's entries jump to its gates first (they still run what ran
+    before), then the set's one commit byte is stored, then each member's
+    pointers and restored entries are set for later.  What must be set right
+    is read now, before the stop: only the applier writes entries.
     """
-    fixes = records.reconcile(memory, {gate.address for gate in planned})
-    jumps = [(gate.address, jump_bytes(gate.address, gate.gate)) for gate in planned]
-    pointers = _pointers(planned, after=True)
+    before = [(address, desired) for member in members for address, desired in
+              member.records.reconcile(memory, {gate.address for gate in member.planned})
+              + [(gate.address, jump_bytes(gate.address, gate.gate)) for gate in member.planned]]
+    after = [(member.control + gates.CONTROL_HEADER, _pointers(member.planned, after=True)) for member in members]
+    after += [(gate.address, gate.original) for member in members for gate in member.planned
+              if gate.kind == "restored"]
+    flag = members[0].control
 
     def write() -> None:
-        for address, desired in fixes + jumps:
+        for address, desired in before:
             memory.write(address, desired)
-        memory.write(control, bytes([gates.COMMITTED]))  # the commit: one byte
-        memory.write(control + gates.CONTROL_HEADER, pointers)
-        for gate in planned:
-            if gate.kind == "restored":
-                memory.write(gate.address, gate.original)
+        memory.write(flag, bytes([gates.COMMITTED]))  # the commit: one byte
+        for address, desired in after:
+            memory.write(address, desired)
 
     return write
 
 
+@dataclass
+class _Member:
+    """One patch of a set, in one process: its target, the records of that target, what is prepared."""
+
+    patch: PatchObject
+    po_name: str
+    target: MappedObject
+    records: _Records
+    reused: AppliedPatch | None = None  # its own reverted region, committed again
+    plan: _Plan | None = None
+
+    @property
+    def planned(self) -> list[_Gate]:
+        if self.reused is not None:
+            return [_Gate.recorded(f) for f in self.reused.functions]
+        assert self.plan is not None
+        return self.plan.gates
+
+    @property
+    def control(self) -> int:
+        return self.reused.control if self.reused is not None else self.plan.layout.control  # type: ignore[union-attr]
+
+
 def apply_patch(patch: PatchObject, pid: int, timeout: float = 5.0, po_name: str = "") -> ApplyReport:
     """Apply *patch* to process *pid*; raise ApplyRefused (target unchanged) when it cannot be done safely."""
+    return apply_patch_set([(patch, po_name)], pid, timeout)[0]
+
+
+def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: float = 5.0) -> list[ApplyReport]:
+    """Apply a release's patches for the program and the libraries process *pid* maps, all or none, in one commit.
+
+    Each patch gets its own region near its own target (wherever that
+    library is loaded in this process), and all of their gates test one
+    commit byte, the first member's: one write turns them all on, and a
+    revert of any member turns them all off.  A patch alone is a set of one.
+    """
     started = time.perf_counter()
     check_system(pid)
-    target = find_target(pid, patch.target_build_id)
-    records = _Records.read(pid, patch.target_build_id)
-    if records.live is not None and records.live.patch_id == patch.patch_id:
-        raise ApplyRefused(f"patch {patch.patch_id[:16]} is already applied to process {pid}")
-    session = _Session(pid, timeout, target)
-    reused = _reverted_region(records, patch.patch_id)
+    members = _members(patches, pid)
+    session = _Session(pid, timeout, members[0].target)
+    created: list[_Member] = []
     try:
-        if reused is not None:
-            planned, control, region = [_Gate.recorded(f) for f in reused.functions], reused.control, None
-        else:
-            try:
-                plan = _prepare(patch, pid, target, session, records.live, records.originals(), po_name)
-            except (RelocationError, SymbolError, gates.GateError) as exc:
-                raise ApplyRefused(str(exc)) from exc
-            planned, control, region = plan.gates, plan.layout.control, (plan.layout.base, plan.layout.size)
+        ids = [member.patch.patch_id for member in members] if len(members) > 1 else []
+        for member in members:
+            if member.reused is None:
+                flag_at = members[0].control if member is not members[0] else 0
+                try:
+                    member.plan = _prepare(member.patch, pid, member.target, session, member.records.live,
+                                           member.records.originals(), member.po_name, flag_at, ids)
+                except (RelocationError, SymbolError, gates.GateError) as exc:
+                    raise ApplyRefused(str(exc)) from exc
         session.group.seize_all()
         _close_leaked_fds(session)
-        if reused is None:
-            _create_region(session, plan)
         try:
-            if reused is None and plan.unwinder is not None:
-                _register_frames(session, plan)
-            pause_us, retries = _commit(session, _busy_ranges(planned, records.live, records.leftovers), timeout,
-                                        _commit_writes(session.memory, records, planned, control))
+            for member in members:
+                if member.plan is not None and member.reused is None:
+                    _create_region(session, member.plan)
+                    created.append(member)
+                    if member.plan.unwinder is not None:
+                        _register_frames(session, member.plan)
+            busy = [item for member in members
+                    for item in _busy_ranges(member.planned, member.records.live, member.records.leftovers)]
+            pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, members))
         except BaseException:
-            if region is not None and session.memory.read(control, 1) != bytes([gates.COMMITTED]):
-                session.group.detach_all()  # not committed: nothing runs our region; take it away
-                _discard_region(session, region, control, plan.state.unwind)
+            if created and session.memory.read(members[0].control, 1) != bytes([gates.COMMITTED]):
+                session.group.detach_all()  # not committed: nothing runs these regions; take them away
+                for member in created:
+                    assert member.plan is not None
+                    _discard_region(session, (member.plan.layout.base, member.plan.layout.size),
+                                    member.plan.layout.control, member.plan.state.unwind)
             raise
-        _remove_leftovers(session, records.leftovers)
-        return ApplyReport(pid, "applied", patch.patch_id, [gate.name for gate in planned if gate.kind == "replaced"],
-                           pause_us, (time.perf_counter() - started) * 1000, retries)
+        for member in members:
+            _remove_leftovers(session, member.records.leftovers)
+        total_ms = (time.perf_counter() - started) * 1000
+        return [ApplyReport(pid, "applied", member.patch.patch_id,
+                            [gate.name for gate in member.planned if gate.kind == "replaced"], pause_us, total_ms,
+                            retries) for member in members]
     finally:
         session.close()
+
+
+def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
+    """The set's patches with their targets in *pid*; refused as a whole if any cannot be applied."""
+    members: list[_Member] = []
+    seen: set[str] = set()
+    for patch, po_name in patches:
+        if patch.target_build_id in seen:
+            raise ApplyRefused(f"two patches of the set target build-id {patch.target_build_id}; apply them "
+                               "one after the other")
+        seen.add(patch.target_build_id)
+        target = find_target(pid, patch.target_build_id)
+        records = _Records.read(pid, patch.target_build_id)
+        if records.live is not None and records.live.patch_id == patch.patch_id:
+            if len(patches) > 1:
+                continue  # a release's set after one that did not change this binary: nothing to do for it
+            raise ApplyRefused(f"patch {patch.patch_id[:16]} is already applied to process {pid}")
+        reused = _reverted_region(records, patch.patch_id) if len(patches) == 1 else None
+        members.append(_Member(patch, po_name, target, records, reused))
+    if not members:
+        raise ApplyRefused(f"every patch of the set is already applied to process {pid}")
+    return members
 
 
 def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Callable[[], None]) -> tuple[float, int]:
@@ -790,12 +864,13 @@ def _wait_for_a_change(pid: int, found: list[BusyThread], deadline: float, held:
 # -- revert and status ---------------------------------------------------------------
 
 
-def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) -> ApplyReport:
-    """Send every entry the patch redirected back to the old code; its region stays mapped.
+def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) -> list[ApplyReport]:
+    """Send every entry the patch (and its set: they share one commit byte) redirected back to the old code;
+    the regions stay mapped.
 
-    The commit is one byte (reverted): from then on its gates run the old
+    The commit is one byte (reverted): from then on the gates run the old
     functions, and the entries get their original bytes back in the same
-    stop.  The region stays: the process may hold pointers into it.
+    stop.  The regions stay: the process may hold pointers into them.
     """
     started = time.perf_counter()
     check_system(pid)
@@ -807,28 +882,34 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
     if not chosen:
         raise ApplyRefused(f"patch {patch_id} is not applied to process {pid} "
                            f"(applied: {', '.join(p.patch_id[:16] for p in applied)})")
-    patch = chosen[-1]
-    records = _Records.of_build(patches, patch.target_build_id)
+    members = [p for p in applied if p.commit_flag == chosen[-1].commit_flag]
     session = _Session(pid, timeout)
     memory = session.memory
     try:
         session.group.seize_all()
         _close_leaked_fds(session)
-        after = b"".join(struct.pack("<QQ", f.destination, f.copy) for f in patch.functions)
-        records.live = None  # what the entries must run once this commit is done: the old code
-        fixes = records.reconcile(memory, set())  # read before the stop: only the applier writes entries
+        after, fixes, busy, leftovers = [], [], [], []
+        for patch in members:
+            records = _Records.of_build(patches, patch.target_build_id)
+            after.append((patch.control + gates.CONTROL_HEADER,  # previous path: the old functions
+                          b"".join(struct.pack("<QQ", f.destination, f.copy) for f in patch.functions)))
+            records.live = None  # what the entries must run once this commit is done: the old code
+            fixes += records.reconcile(memory, set())  # read before the stop: only the applier writes entries
+            busy += _busy_ranges([], patch, records.leftovers)
+            leftovers += records.leftovers
 
         def write() -> None:
-            memory.write(patch.control + gates.CONTROL_HEADER, after)  # previous path: the old functions
-            memory.write(patch.control, bytes([gates.REVERTED]))  # the commit: one byte
+            for address, desired in after:
+                memory.write(address, desired)
+            memory.write(members[0].commit_flag, bytes([gates.REVERTED]))  # the commit: one byte
             for address, desired in fixes:
                 memory.write(address, desired)
 
-        busy = _busy_ranges([], patch, records.leftovers)
         pause_us, retries = _commit(session, busy, timeout, write)
-        _remove_leftovers(session, records.leftovers)
-        return ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
-                           (time.perf_counter() - started) * 1000, retries)
+        _remove_leftovers(session, leftovers)
+        total_ms = (time.perf_counter() - started) * 1000
+        return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
+                            total_ms, retries) for patch in members]
     finally:
         session.close()
 
@@ -847,4 +928,5 @@ def patch_status(pid: int) -> list[AppliedPatch]:
     return _recorded(pid)
 
 
-__all__ = ["ApplyRefused", "ApplyReport", "TraceDenied", "apply_patch", "patch_status", "revert_patch"]
+__all__ = ["ApplyRefused", "ApplyReport", "TraceDenied", "apply_patch", "apply_patch_set", "patch_status",
+           "revert_patch"]

@@ -20,7 +20,7 @@ import sys
 from buildhook.apply.applier import (
     ApplyRefused,
     ApplyReport,
-    apply_patch,
+    apply_patch_set,
     patch_status,
     revert_patch,
 )
@@ -46,27 +46,29 @@ from buildhook.po.reader import (
 EXIT_OK, EXIT_ERROR, EXIT_REFUSED = 0, 1, 2
 
 
-def processes_running(path: str, build_id: str) -> list[int]:
-    """PIDs whose executable is *path* (or was, before an upgrade replaced it) and maps *build_id*."""
+def processes_mapping(build_ids: set[str], exe: str | None = None) -> dict[int, set[str]]:
+    """PID → which of *build_ids* it maps, for every process that maps one (whose executable is *exe*, or
+    was before an upgrade replaced it, when given): a library is patched in every process that loaded it."""
     from buildhook.apply.process import mapped_objects
 
-    wanted = os.path.realpath(path)
-    found = []
+    wanted = os.path.realpath(exe) if exe is not None else None
+    found: dict[int, set[str]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or int(name) == os.getpid():
             continue
+        if wanted is not None:
+            try:
+                if os.readlink(f"/proc/{name}/exe").removesuffix(" (deleted)") != wanted:
+                    continue
+            except OSError:
+                continue
         try:
-            exe = os.readlink(f"/proc/{name}/exe")
-        except OSError:
+            mapped = {item.build_id for item in mapped_objects(int(name))} & build_ids
+        except (ProcessError, OSError):
             continue
-        if exe.removesuffix(" (deleted)") != wanted:
-            continue
-        try:
-            if any(item.build_id == build_id for item in mapped_objects(int(name))):
-                found.append(int(name))
-        except ProcessError:
-            continue
-    return sorted(found)
+        if mapped:
+            found[int(name)] = mapped  # type: ignore[assignment]
+    return dict(sorted(found.items()))
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,10 +76,14 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                            description="Apply a .po to a running process (exit 0 applied, 2 refused, 1 error). "
                            "Under a trust store ($BUILDHOOK_TRUST, else /etc/buildhook/trust.d if it "
                            "exists) the .po must be signed (X.po.sig) by a key in it.")
-    apply.add_argument("patch", metavar="X.po")
+    apply.add_argument("patches", nargs="+", metavar="X.po",
+                       help="one patch, or a release's patch set (its program's and libraries'): each process gets "
+                       "the ones for what it maps, all in one commit, or none")
     where = apply.add_mutually_exclusive_group(required=True)
-    where.add_argument("--pid", type=int)
-    where.add_argument("--exe", metavar="PATH", help="every process running PATH with the patch's target build-id")
+    where.add_argument("--pid", type=int, help="this process (it must map the target of every patch given)")
+    where.add_argument("--exe", metavar="PATH", help="every process running PATH that maps a patch's target")
+    where.add_argument("--all", action="store_true", help="every process that maps a patch's target (a library's: "
+                       "whatever program loaded it, at whatever address)")
     apply.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for busy functions (default 5)")
     apply.add_argument("--json", action="store_true")
     apply.set_defaults(func=run_apply)
@@ -121,18 +127,24 @@ def read_trusted_patch(path: str) -> PatchObject:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    patch = read_trusted_patch(args.patch)
-    pids = [args.pid] if args.pid is not None else processes_running(args.exe, patch.target_build_id)
-    if not pids:
-        raise ProcessError(f"no running process of {args.exe} maps build-id {patch.target_build_id}")
+    patches = [(read_trusted_patch(path), os.path.basename(path)) for path in args.patches]
+    build_ids = {patch.target_build_id for patch, _ in patches}
+    if args.pid is not None:
+        targets = {args.pid: build_ids}
+    else:
+        targets = processes_mapping(build_ids, args.exe)
+        if not targets:
+            where = f"of {args.exe} " if args.exe else ""
+            raise ProcessError(f"no running process {where}maps build-id {', '.join(sorted(build_ids))}")
     reports: list[ApplyReport] = []
     try:
-        for pid in pids:
-            reports.append(apply_patch(patch, pid, args.timeout, os.path.basename(args.patch)))
+        for pid, mapped in targets.items():
+            members = [(patch, name) for patch, name in patches if patch.target_build_id in mapped]
+            reports += apply_patch_set(members, pid, args.timeout)
     except (ApplyRefused, ProcessError, PtraceError, TraceDenied, InjectionError, TargetUnsuitable):
-        for done in reports:  # all processes or none
+        for done in {report.pid: report for report in reports}.values():  # all processes or none
             try:
-                revert_patch(done.pid, done.patch_id, args.timeout)
+                revert_patch(done.pid, done.patch_id, args.timeout)  # the whole set: one commit byte
             except (ApplyRefused, ProcessError, PtraceError):
                 pass
         raise
@@ -141,7 +153,7 @@ def run_apply(args: argparse.Namespace) -> int:
 
 
 def run_revert(args: argparse.Namespace) -> int:
-    _print_reports([revert_patch(args.pid, args.patch_id, args.timeout)], args.json)
+    _print_reports(revert_patch(args.pid, args.patch_id, args.timeout), args.json)
     return EXIT_OK
 
 

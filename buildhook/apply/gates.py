@@ -57,12 +57,26 @@ def _rel32(target: int, end: int) -> bytes:
     return struct.pack("<i", displacement)
 
 
-def gate_code(gate: int, control: int, number: int) -> bytes:
-    """The gate at *gate* for pointer pair *number* of the control page at *control*."""
-    code = (b"\x80\x3d" + _rel32(control, gate + 7) + b"\x01"
-            + b"\x75\x06"
-            + b"\xff\x25" + _rel32(new_pointer(control, number), gate + 15)
-            + b"\xff\x25" + _rel32(previous_pointer(control, number), gate + 21))
+def gate_code(gate: int, flag: int, control: int, number: int) -> bytes:
+    """The gate at *gate* for pointer pair *number* of the control page at *control*, testing the commit
+    byte at *flag*: the patch's own (its control page), or its patch set's, shared by every member.
+
+    A set's byte may be beyond a 32-bit displacement (a library's region is
+    near the library, the program's near the program): the gate then reads
+    it through %rax, saved below the stack pointer — at a function's entry
+    that is the function's own red zone, still unused — and restored before
+    the branch (``pop`` leaves the flags of the compare alone)::
+
+        push %rax; movabs $flag, %rax; cmpb $1, (%rax); pop %rax; jne 1f; …
+    """
+    try:
+        test = b"\x80\x3d" + _rel32(flag, gate + 7) + b"\x01"
+    except GateError:
+        test = b"\x50\x48\xb8" + struct.pack("<Q", flag) + b"\x80\x38\x01\x58"
+    start = len(test) + 2  # the jne
+    code = (test + b"\x75\x06"
+            + b"\xff\x25" + _rel32(new_pointer(control, number), gate + start + 6)
+            + b"\xff\x25" + _rel32(previous_pointer(control, number), gate + start + 12))
     return code + b"\xcc" * (GATE_SIZE - len(code))
 
 

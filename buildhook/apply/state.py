@@ -6,7 +6,8 @@ every function it redirects (its entry, the bytes the jump replaced, its
 gate and entry copy, see gates.py), the region and where its control page
 is.  The record is written once, before the patch is committed, and never
 changes; what happened to the patch is the commit flag in its control page
-(private memory of each process: a forked child has its own):
+(private memory of each process: a forked child has its own), or, for a
+member of a patch set, in the first member's (``flag_at``), shared by all:
 
 * prepared — never committed: a leftover of an applier that was stopped
   short; nothing runs its new code, the next apply or revert removes it;
@@ -68,6 +69,8 @@ class AppliedPatch:
     variables: list[list] = field(default_factory=list)  # [name, file, size, run-time address] of new variables
     text: list[list[int]] = field(default_factory=list)  # [start, end) of its instructions: code, gates, copies
     unwind: list[int] = field(default_factory=list)  # [register, deregister] thunks of its unwind tables (frames.py)
+    flag_at: int = 0     # the commit byte its gates test, when not its own: its patch set's (the first member's)
+    patch_set: list[str] = field(default_factory=list)  # ids of the patches committed with it, itself included
     flag: int = -1       # read from the process, not part of the record (-1: unreadable)
 
     @property
@@ -80,7 +83,7 @@ class AppliedPatch:
             "from": self.from_release, "to": self.to_release, "region": [self.region_start, self.region_end],
             "code": [self.code_start, self.code_end], "applied_at": self.applied_at, "po": self.po_name,
             "control": self.control, "replaces": self.replaces, "variables": self.variables, "text": self.text,
-            "unwind": self.unwind,
+            "unwind": self.unwind, "flag_at": self.flag_at, "patch_set": self.patch_set,
             "functions": [vars(function) for function in self.functions],
         }
         data = json.dumps(record, sort_keys=True).encode("utf-8")
@@ -98,7 +101,13 @@ class AppliedPatch:
                    record["region"][0], record["region"][1], record["code"][0], record["code"][1],
                    [RedirectedFunction(**function) for function in record["functions"]],
                    record["applied_at"], record.get("po", ""), record["control"], record["replaces"],
-                   record["variables"], record["text"], record.get("unwind", []))
+                   record["variables"], record["text"], record.get("unwind", []), record.get("flag_at", 0),
+                   record.get("patch_set", []))
+
+    @property
+    def commit_flag(self) -> int:
+        """Where the byte that says what became of the patch is: its own control page, or its set's."""
+        return self.flag_at or self.control
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -133,7 +142,7 @@ def recorded_patches(pid: int) -> list[AppliedPatch]:
         for mapping in state_mappings(pid):
             memory.seek(mapping.start)
             patch = AppliedPatch.from_bytes(memory.read(mapping.size))
-            patch.flag = _read_byte(memory, patch.control)
+            patch.flag = _read_byte(memory, patch.commit_flag)
             patches.append(patch)
     return sorted(patches, key=lambda patch: patch.applied_at)
 

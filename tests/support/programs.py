@@ -48,3 +48,30 @@ def build_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases
             patches[version] = root / f"{name}-{version}.po"
             shutil.copy2(work / "prog.from-old.po", patches[version])
     return Releases(root / f"{name}-old", patches, env)
+
+
+def build_library_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases:
+    """As build_releases, with part of the program in a shared library: apply_programs/<name>/<version>/main.c
+    built with -DPART_H_IN_LIBRARY for the program and -DLIBRARY for libpart.so.  Each later version is a
+    patch set: patches[version] the program's .po, patches[version + ".so"] the library's."""
+    env = build_env(root / "store")
+    work = root / name
+    work.mkdir(parents=True)
+    patches = {}
+    for version in ("old", *versions):
+        shutil.copy2(PROGRAMS / name / version / "main.c", work / "main.c")
+        run(["buildhook-cc", *CFLAGS, "-fPIC", "-DLIBRARY", "-c", "main.c", "-o", "part.o"], env, cwd=work)
+        run(["buildhook-cc", "-shared", "part.o", "-o", "libpart.so"], env, cwd=work)
+        run(["buildhook-cc", *CFLAGS, "-DPART_H_IN_LIBRARY", "-c", "main.c", "-o", "main.o"], env, cwd=work)
+        run(["buildhook-cc", "main.o", "-L.", "-lpart", "-Wl,-rpath,$ORIGIN", "-o", "prog", "-pthread"], env, cwd=work)
+        if version == "old":
+            run([BUILDHOOK, "release", "old"], env)
+            (root / "old").mkdir()
+            for built in ("prog", "libpart.so"):
+                shutil.copy2(work / built, root / "old" / built)
+        else:
+            patches[version] = root / f"{name}-{version}.po"
+            shutil.copy2(work / "prog.from-old.po", patches[version])
+            patches[version + ".so"] = root / f"{name}-{version}.so.po"
+            shutil.copy2(work / "libpart.so.from-old.po", patches[version + ".so"])
+    return Releases(root / "old" / "prog", patches, env)

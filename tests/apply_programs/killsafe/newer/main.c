@@ -5,7 +5,9 @@
  * one spins; any EINTR is printed.  part_f answers its version only when
  * backtrace() unwinds out of it: the unwinder (libgcc_s, which glibc loads
  * for the first backtrace, before "ready") finds the patch's unwind tables,
- * and no table of a region that is gone is still registered. */
+ * and no table of a region that is gone is still registered.
+ * Built with -DPART_H_IN_LIBRARY, part_h is left out, and -DLIBRARY gives
+ * an object with part_h alone, for a shared library: a patch set. */
 #include <errno.h>
 #include <execinfo.h>
 #include <pthread.h>
@@ -18,12 +20,17 @@
 #define VERSION_G 3
 #define VERSION_H 1
 
+int part_h(void);
+#ifndef PART_H_IN_LIBRARY
+__attribute__((noipa)) int part_h(void) { return VERSION_H; }
+#endif
+#ifndef LIBRARY
+
 __attribute__((noipa)) int part_f(void) {
     void *frames[8];
     return backtrace(frames, 8) >= 3 ? VERSION_F : 0;
 }
 __attribute__((noipa)) int part_g(void) { return VERSION_G; }
-__attribute__((noipa)) int part_h(void) { return VERSION_H; }
 
 static int pipe_fds[2];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -77,3 +84,4 @@ int main(void) {
     }
     return 0;
 }
+#endif
