@@ -111,8 +111,8 @@ class Case:
     @classmethod
     def load(cls, folder: Path) -> Case:
         for version in ("old", "new"):
-            if not sorted((folder / version).glob("*.c")):
-                raise CaseError(f"{folder}: {version}/ holds no .c file")
+            if not _sources(folder / version):
+                raise CaseError(f"{folder}: {version}/ holds no .c or .cpp file")
         data: dict = {}
         if (folder / "case.toml").is_file():
             with open(folder / "case.toml", "rb") as stream:
@@ -193,28 +193,36 @@ def _check(result: subprocess.CompletedProcess[str], quiet: bool) -> None:
         raise CaseError(f"unexpected output on stderr (a warning?):\n{describe(result)}")
 
 
+def _sources(folder: Path) -> list[Path]:
+    """A version's C and C++ sources, in file-name order."""
+    return sorted([*folder.glob("*.c"), *folder.glob("*.cpp")])
+
+
 def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str],
                   extra_ldflags: tuple[str, ...] | list[str] = ()) -> Path:
-    """Copy a version's sources into *folder*, compile each .c on its own, link them; return the binary.
+    """Copy a version's sources into *folder*, compile each .c (buildhook-cc) or .cpp (buildhook-c++) on
+    its own, link them (with buildhook-c++ when there is C++); return the binary.
 
     Relative paths, so ``__FILE__`` is the base name; objects in file-name order.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in [*folder.glob("*.c"), *folder.glob("*.o")]:
+    for stale in [*_sources(folder), *folder.glob("*.h"), *folder.glob("*.o")]:
         stale.unlink()
-    for source in sources.glob("*.c"):
+    for source in [*_sources(sources), *sources.glob("*.h")]:
         shutil.copy2(source, folder / source.name)
     objects, members = [], []
-    for source in sorted(folder.glob("*.c")):
+    for source in _sources(folder):
         obj = source.with_suffix(".o").name
-        _check(run(["buildhook-cc", *case.cflags, "-Wall", "-c", source.name, "-o", obj], env, folder),
+        compiler = "buildhook-c++" if source.suffix == ".cpp" else "buildhook-cc"
+        _check(run([compiler, *case.cflags, "-Wall", "-c", source.name, "-o", obj], env, folder),
                quiet=case.warnings_fatal)
         (members if source.name in case.archive else objects).append(obj)
     if members:
         (folder / ARCHIVE).unlink(missing_ok=True)
         _check(run(["ar", "rcs", ARCHIVE, *members], env, folder), quiet=True)
         objects.append(ARCHIVE)
-    _check(run(["buildhook-cc", *case.ldflags, *objects, "-o", BINARY, "-pthread", *extra_ldflags], env, folder),
+    linker = "buildhook-c++" if any(source.suffix == ".cpp" for source in _sources(folder)) else "buildhook-cc"
+    _check(run([linker, *case.ldflags, *objects, "-o", BINARY, "-pthread", *extra_ldflags], env, folder),
            quiet=case.warnings_fatal)
     return folder / BINARY
 
