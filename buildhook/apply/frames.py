@@ -18,9 +18,10 @@ before its tables are deregistered by the matching thunk, which clears the
 byte.  The unwinder never reads memory that is gone.
 
 The call takes libgcc's lock (its object list) and, when deregistering a
-table that was searched, ``free``; it runs on a thread that is inside
-neither libgcc nor the allocator (safety.py's stack check), so it cannot
-wait on a lock its own thread holds.
+table that was searched, ``free`` (gcc 13's registry also ``malloc``); it
+runs on a thread that is inside neither libgcc nor any loaded allocator
+(glibc's, or a jemalloc or tcmalloc exporting ``malloc``; safety.py's stack
+check), so it cannot wait on a lock its own thread holds.
 """
 
 from __future__ import annotations
@@ -93,13 +94,15 @@ def find_unwinder(target: MappedObject, objects: list[MappedObject],
             for mapping in (m for m in item.mappings if m.executable):
                 ranges[mapping.start] = BusyRange(mapping.start, mapping.end,
                                                   f"the unwinder ({os.path.basename(item.path)})")
-        if os.path.basename(item.path).startswith("libc.so"):
+        try:  # every allocator loaded: glibc's, and a jemalloc or tcmalloc that interposes it
             exports = dynamic_exports(item.file_bytes)
-            for name in ALLOCATOR:
-                export = exports.get(name)
-                if export is not None and export.size:
-                    start = item.bias + export.value
-                    ranges.setdefault(start, BusyRange(start, start + export.size, f"the allocator ({name})"))
+        except Exception:  # noqa: BLE001, S112 - an object whose symbols cannot be read has no allocator to avoid
+            continue
+        for name in ALLOCATOR:
+            export = exports.get(name)
+            if export is not None and export.size:
+                start = item.bias + export.value
+                ranges.setdefault(start, BusyRange(start, start + export.size, f"the allocator ({name})"))
     return Unwinder(register.address, deregister.address, register.library, RangeSet(_disjoint(ranges)))
 
 
