@@ -133,6 +133,8 @@ def test_library_patch_reaches_every_process_and_the_program_patch_joins_it(rele
         status = json.loads(run([BUILDHOOK, "status", "--pid", str(old["prog"].process.pid), "--json"],
                                 env).stdout)
         assert len(status["patches"]) == 2
+        assert all(sorted(p["patch_set"]) == sorted(q["patch_id"] for q in status["patches"])
+                   for p in status["patches"])
         run([BUILDHOOK, "revert", "--pid", str(old["prog"].process.pid)], env, timeout=120)
         status = json.loads(run([BUILDHOOK, "status", "--pid", str(old["prog"].process.pid), "--json"],
                                 env).stdout)

@@ -113,7 +113,7 @@ class AppliedPatch:
         return {
             "patch_id": self.patch_id, "from": self.from_release, "to": self.to_release,
             "target_build_id": self.target_build_id, "applied_at": self.applied_at,
-            "region": [hex(self.region_start), hex(self.region_end)],
+            "region": [hex(self.region_start), hex(self.region_end)], "patch_set": self.patch_set,
             "functions": [{"name": f.name, "file": f.file, "address": hex(f.address),
                            "redirected_to": hex(f.destination)} for f in self.replaced_functions],
         }
