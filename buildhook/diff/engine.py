@@ -723,7 +723,21 @@ class PatchPlanner:
         An FDE's ``pc_begin`` binds to the patch's copy of the code (never to
         the old entry, as a call would), its LSDA to the patch's copy of the
         ``.gcc_except_table``, a CIE's personality to the ``DW.ref`` word.
+        What the exception tables bind may include more code (rarely: a
+        type table naming data that names functions); the tables are then
+        made again, until every copy of code has its frames.
         """
+        while True:
+            copies = len(self._section_copies)
+            frames, handlers = self._frame_section()
+            self.include_references()
+            if len(self._section_copies) == copies or not frames.data:
+                break
+        if frames.data:
+            self.unwind = {"section": self.content.add_section(frames), "handlers": handlers}
+
+    def _frame_section(self) -> tuple[PatchSection, bool]:
+        """The ``.eh_frame`` of the code copied so far (empty: none has frames), and if it has handlers."""
         frames = PatchSection(".eh_frame", fmt.SHF_ALLOC, 8)
         data = bytearray()
         handlers = False
@@ -753,11 +767,8 @@ class PatchPlanner:
                 fde = ehframe.with_cie_pointer(record.data, len(data) + 4, placed[record.cie])
                 self._carry_record(unit_index, record, fde, len(data), frames, begin, copy)
                 data += fde
-        if not data:
-            return
-        frames.data = bytes(data) + ehframe.TERMINATOR
-        self.unwind = {"section": self.content.add_section(frames), "handlers": handlers}
-        self.include_references()  # an LSDA's type table may name data no function did
+        frames.data = bytes(data) + ehframe.TERMINATOR if data else b""
+        return frames, handlers
 
     def _code_copies(self, unit_index: int) -> list[tuple[int, int, int, int]]:
         """(section, start, end, copy number) of every code range of this unit the patch holds."""
