@@ -438,8 +438,12 @@ def install_build_deps(package: str, tree: Path, log=print) -> None:
 
 
 def install_tools(tools: dict[str, str], log=print) -> None:
-    """Install the Debian package of every command in *tools* (command → package) not on PATH."""
-    missing = sorted({package for command, package in tools.items() if shutil.which(command) is None})
+    """Install the Debian package of every command in *tools* (command → package) not on PATH.
+
+    A key that is an absolute path (a header, say) stands for a file the package installs.
+    """
+    missing = sorted({package for command, package in tools.items()
+                      if not (Path(command).exists() if command.startswith("/") else shutil.which(command))})
     if not missing:
         return
     log(f"realsource: apt-get install -y {' '.join(missing)}")

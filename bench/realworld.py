@@ -24,6 +24,13 @@ Per patch it records applied / no code change / refused (reasons) / failed,
 the .po size, functions replaced at source level (hunks of the patch) vs
 compiled level (the .po), ``pause_us`` and the client errors during the apply.
 
+A library is patched the same way in a host program: for protobuf the
+"server" is bench/protobuf_host.cpp, a C++ process that parses messages with
+the deployed copy of ``libprotobuf.so``, and the ``.po`` targets the library.
+``--local-patch FILE`` takes a patch of ours through the same steps after the
+series (named ``local-…`` in the table): protobuf's series changes no C++
+code, bench/protobuf-unknown-group-depth.patch does.
+
 Run as root: ``python bench/realworld.py memcached|haproxy [--json]``.
 Every process it starts is stopped by PID with a timeout.
 """
@@ -38,11 +45,13 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +62,7 @@ import realsource  # noqa: E402  (bench/ is not a package)
 BIN_DIR = Path(sys.executable).parent
 BUILDHOOK = str(BIN_DIR / "buildhook")
 WRAPPER = str(BIN_DIR / "buildhook-cc")
+WRAPPER_CXX = str(BIN_DIR / "buildhook-c++")
 BURST_SECONDS = 6.0      # load-generator run around each apply
 APPLY_AFTER_SECONDS = 2.0  # into the burst, so the apply lands under full load
 SLOW_MS = 50.0           # a DoS check's answer took this long: the expensive path ran
@@ -508,14 +518,608 @@ def parse_wrk(output: str, returncode: int) -> tuple[int, list[str]]:
 PACKAGES = {"memcached": Memcached, "haproxy": Haproxy}
 
 
+PDNS_RECURSOR_CONF = """\
+# Everything is answered on 127.0.0.1: every name is forwarded (RD=1) to the
+# harness's responder, priming and security polling are off, so nothing
+# leaves the machine.
+local-address=127.0.0.1
+local-port={port}
+socket-dir={run_dir}
+daemon=no
+write-pid=no
+disable-syslog=yes
+loglevel=3
+quiet=yes
+threads=2
+hint-file=no
+security-poll-suffix=
+forward-zones-recurse=.=127.0.0.1:{responder_port}
+query-local-address=127.0.0.1
+dont-query=
+allow-from=127.0.0.0/8
+dnssec=off
+max-cache-ttl=86400
+packetcache-ttl=86400
+# The fix's check answers with more records than fit 1232 bytes.
+edns-outgoing-bufsize=8192
+udp-truncation-threshold=8192
+client-tcp-timeout=60
+"""
+
+DNS_A, DNS_OPT = 1, 41
+DNS_NOERROR = 0
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+BIG_RRSET = 300  # A records in the fix's check: over the fix's max-rrset-size (256)
+
+
+def dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
+
+
+def dns_query(qid: int, name: str, qtype: int = DNS_A) -> bytes:
+    """A recursive query (RD=1), with an EDNS OPT record offering 8192-byte UDP answers."""
+    opt = b"\0" + struct.pack(">HHIH", DNS_OPT, 8192, 0, 0)
+    return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1) + dns_name(name) + struct.pack(">HH", qtype, 1) + opt
+
+
+def _skip_name(packet: bytes, offset: int) -> int:
+    while True:
+        length = packet[offset]
+        if length & 0xC0 == 0xC0:
+            return offset + 2
+        offset += 1 + length
+        if length == 0:
+            return offset
+
+
+@dataclass
+class DnsAnswer:
+    qid: int
+    flags: int
+    rcode: int
+    question: bytes  # the question section as sent back
+    addresses: list[str]  # the A records of the answer section, in order
+
+    def describe(self) -> str:
+        return f"{RCODES.get(self.rcode, self.rcode)}, {len(self.addresses)} A records"
+
+
+def parse_dns(packet: bytes) -> DnsAnswer:
+    """The header, question and answer section's A records of a DNS message."""
+    qid, flags, qdcount, ancount, _ns, _ar = struct.unpack(">HHHHHH", packet[:12])
+    offset = 12
+    for _ in range(qdcount):
+        offset = _skip_name(packet, offset) + 4
+    question, addresses = packet[12:offset], []
+    for _ in range(ancount):
+        offset = _skip_name(packet, offset)
+        rtype, _rclass, _ttl, length = struct.unpack(">HHIH", packet[offset:offset + 10])
+        offset += 10
+        if rtype == DNS_A:
+            addresses.append(socket.inet_ntoa(packet[offset:offset + length]))
+        offset += length
+    return DnsAnswer(qid, flags, flags & 0xF, question, addresses)
+
+
+class DnsResponder:
+    """The authority behind the recursor: a UDP responder on 127.0.0.1, a thread of the harness.
+
+    ``key<N>.state.test`` answers 198.18+E.N/256.N%256 with a day's TTL, E
+    the epoch: the keys are loaded at epoch 0, then the epoch goes to 1, so a
+    key still answered with epoch 0 came from the recursor's caches.
+    ``*.live.test`` answers an address derived from the name with a TTL of
+    one second, so the recursor keeps resolving them (and replacing them in
+    its record cache) all through the run; ``big*.state.test`` answers
+    BIG_RRSET records (the fix's check).  Anything else has no data.
+    """
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.epoch = 0
+        self.queries = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def key_address(key: int, epoch: int) -> str:
+        return f"198.{18 + epoch}.{key >> 8 & 255}.{key & 255}"
+
+    @staticmethod
+    def live_address(name: str) -> str:
+        return socket.inet_ntoa(struct.pack(">I", 0xC6120000 | zlib.crc32(name.lower().encode()) & 0x1FFFF))
+
+    def answer(self, name: str) -> tuple[int, list[str], int]:
+        """(rcode, addresses, ttl) for an A query of *name*."""
+        name = name.lower().rstrip(".")
+        match = re.fullmatch(r"key(\d+)\.state\.test", name)
+        if match:
+            return DNS_NOERROR, [self.key_address(int(match.group(1)), self.epoch)], 86400
+        if name.endswith(".live.test"):
+            return DNS_NOERROR, [self.live_address(name)], 1
+        if re.fullmatch(r"big\d+\.state\.test", name):
+            return DNS_NOERROR, [f"198.18.{255 - i // 256}.{i % 256}" for i in range(BIG_RRSET)], 86400
+        return DNS_NOERROR, [], 60  # no data, never NXDOMAIN: the root and test. must stay usable
+
+    def _serve(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                query, peer = self.socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                self.socket.sendto(self._reply(query), peer)
+                self.queries += 1
+            except (IndexError, struct.error, UnicodeDecodeError, OSError):
+                continue  # a malformed query gets no answer
+
+    def _reply(self, query: bytes) -> bytes:
+        qid, flags, _qd, _an, _ns, arcount = struct.unpack(">HHHHHH", query[:12])
+        end = _skip_name(query, 12)
+        labels, offset = [], 12
+        while query[offset]:
+            labels.append(query[offset + 1:offset + 1 + query[offset]].decode())
+            offset += 1 + query[offset]
+        qtype = struct.unpack(">H", query[end:end + 2])[0]
+        rcode, addresses, ttl = self.answer(".".join(labels))
+        if qtype != DNS_A and rcode == DNS_NOERROR:
+            addresses = []  # NODATA for other types of an existing name
+        header = struct.pack(">HHHHHH", qid, 0x8480 | (flags & 0x0100) | rcode, 1, len(addresses), 0,
+                             1 if arcount else 0)
+        records = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", DNS_A, 1, ttl, 4) + socket.inet_aton(address)
+                           for address in addresses)
+        opt = b"\0" + struct.pack(">HHIH", DNS_OPT, 8192, 0, 0) if arcount else b""
+        return header + query[12:end + 4] + records + opt
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+        self.socket.close()
+
+
+class DnsClient:
+    """One exact client's connection: UDP (a connected socket) or TCP (length-prefixed, kept open)."""
+
+    def __init__(self, port: int, tcp: bool) -> None:
+        self.tcp = tcp
+        if tcp:
+            self.socket = socket.create_connection(("127.0.0.1", port), timeout=5)
+        else:
+            self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socket.settimeout(5)
+            self.socket.connect(("127.0.0.1", port))
+        self.qid = 0
+
+    def ask(self, name: str) -> DnsAnswer:
+        """One A query and its answer: a timeout or a closed connection raises (no retries)."""
+        self.qid = (self.qid + 1) & 0xFFFF
+        query = dns_query(self.qid, name)
+        if self.tcp:
+            self.socket.sendall(struct.pack(">H", len(query)) + query)
+            answer = parse_dns(self._read(struct.unpack(">H", self._read(2))[0]))
+        else:
+            self.socket.send(query)
+            answer = parse_dns(self.socket.recv(65535))
+        if answer.qid != self.qid or answer.question != query[12:12 + len(answer.question)]:
+            raise RuntimeError(f"answer to another query for {name}: id {answer.qid} (sent {self.qid})")
+        return answer
+
+    def _read(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.socket.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("connection closed by the server")
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class PdnsRecursor:
+    """pdns-recursor 4.8 (C++, autotools, configure options of debian/rules), its caches as state, dnsperf as load."""
+
+    name = "pdns-recursor"
+    tools = {"dnsperf": "dnsperf"}
+    # debian/rules' dh_auto_configure options, less --enable-unit-tests (the
+    # testrunner: the fix's test hunks, none of pdns_recursor's code).
+    configure_args = ("--sysconfdir=/etc/powerdns", "--enable-systemd", "--with-systemd=/lib/systemd/system",
+                      "--enable-reproducible", "--disable-silent-rules", "--with-service-user=pdns",
+                      "--with-service-group=pdns", "--with-libcap", "--with-libsodium", "--with-lua",
+                      "--with-net-snmp", "--with-protobuf=yes", "--enable-dns-over-tls", "--enable-dnstap")
+
+    def __init__(self, workdir: Path, keys: int) -> None:
+        self.workdir, self.keys = workdir, keys
+        self.server: Server | None = None
+        self.responder: DnsResponder | None = None
+        self.checked = 0
+
+    def describe(self) -> str:
+        shaping = [arg for arg in self.configure_args if "/" not in arg and "service-" not in arg]
+        return f"configure {' '.join(shaping)} with dpkg-buildflags (hardening=+all)"
+
+    def _flags(self, tree: Path) -> dict[str, str]:
+        """CFLAGS/CXXFLAGS/CPPFLAGS/LDFLAGS as dh_auto_configure exports them, and debian/rules' PACKAGEVERSION."""
+        env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS="hardening=+all")
+
+        def get(name: str) -> str:
+            return subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
+                                  text=True, check=True, timeout=60).stdout.strip()
+
+        version = f"{realsource.source_version(tree)}.Debian"
+        return {"CFLAGS": get("CFLAGS"), "CXXFLAGS": f"{get('CXXFLAGS')} -DPACKAGEVERSION='\"{version}\"'",
+                "CPPFLAGS": get("CPPFLAGS"), "LDFLAGS": get("LDFLAGS")}
+
+    def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
+        # dh (compat 13) runs autoreconf: debian/patches changes Makefile.am, and the tarball's
+        # Makefile.in would be regenerated by make with another automake, which fails.
+        realsource.run(["autoreconf", "-fi"], cwd=tree, env=env, timeout=900)
+        # debian/rules puts debian/configure-helpers first on PATH (its net-snmp-config filters the cflags).
+        configure_env = dict(env, **self._flags(tree),
+                             PATH=f"{tree / 'debian' / 'configure-helpers'}{os.pathsep}{env['PATH']}")
+        realsource.run(["./configure", f"CC={WRAPPER}", f"CXX={WRAPPER_CXX}", *self.configure_args],
+                       cwd=tree, env=configure_env, timeout=900)
+        self.rebuild(tree, env, jobs)
+
+    def rebuild(self, tree: Path, env: dict[str, str], jobs: int) -> None:
+        # All of it, as dh_auto_build: the generated headers (BUILT_SOURCES) and ext/ come with `all` only.
+        realsource.run(["make", f"-j{jobs}"], cwd=tree, env=env, timeout=7200)
+
+    def binary(self, tree: Path) -> Path:
+        return tree / "pdns_recursor"
+
+    def start(self, deployed: Path) -> Server:
+        self.responder = DnsResponder()
+        port = free_port()
+        config_dir = self.workdir / "pdns"
+        config_dir.mkdir(exist_ok=True)
+        (config_dir / "recursor.conf").write_text(PDNS_RECURSOR_CONF.format(
+            port=port, run_dir=config_dir, responder_port=self.responder.port))
+        self.server = Server([str(deployed), f"--config-dir={config_dir}"], port, self.workdir / "pdns_recursor.log")
+        client = DnsClient(port, tcp=False)
+        try:
+            for key in range(self.keys):
+                answer = client.ask(f"key{key}.state.test")
+                if answer.addresses != [DnsResponder.key_address(key, 0)]:
+                    raise SystemExit(f"pdns_recursor answered key{key}.state.test with {answer.describe()} "
+                                     f"{answer.addresses}")
+        finally:
+            client.close()
+        self.responder.epoch = 1  # from now on only the recursor's caches know the epoch-0 answers
+        (self.workdir / "dnsperf.txt").write_text("".join(f"key{key}.state.test A\n" for key in range(self.keys)))
+        return self.server
+
+    def exact_clients(self, clients: int) -> ExactClients:
+        """Even clients over UDP, odd ones over one TCP connection; a cached key, then a live name, in turn."""
+        assert self.server is not None
+        port = self.server.port
+
+        def connect(number: int) -> DnsClient:
+            return DnsClient(port, tcp=number % 2 == 1)
+
+        def step(client: object, number: int, count: int) -> str | None:
+            assert isinstance(client, DnsClient)
+            if count % 2:
+                name = f"key{count // 2 % self.keys}.state.test"
+                expected = DnsResponder.key_address(count // 2 % self.keys, 0)
+            else:
+                name = f"n{count // 2 % 2000}.c{number}.live.test"
+                expected = DnsResponder.live_address(name)
+            answer = client.ask(name)
+            if answer.rcode != DNS_NOERROR or answer.addresses != [expected]:
+                return f"{name}: {answer.describe()} {answer.addresses[:3]} (expected {expected})"
+            return None
+
+        return ExactClients(clients, connect, step)
+
+    def burst(self) -> Burst:
+        assert self.server is not None
+        return Burst(["dnsperf", "-s", "127.0.0.1", "-p", str(self.server.port), "-d", str(self.workdir / "dnsperf.txt"),
+                      "-l", f"{BURST_SECONDS:.0f}", "-c", "4", "-T", "1", "-q", "64", "-t", "5"], parse_dnsperf)
+
+    def state_intact(self) -> bool:
+        """Every key still answers its epoch-0 address: the record and packet caches survived."""
+        assert self.server is not None
+        client = DnsClient(self.server.port, tcp=True)
+        try:
+            return all(client.ask(f"key{key}.state.test").addresses == [DnsResponder.key_address(key, 0)]
+                       for key in range(self.keys))
+        finally:
+            client.close()
+
+    def checks(self, patch: str) -> list[Callable[[], str]]:
+        """CVE-2024-25590: an RRset over max-rrset-size (256) was cached and served whole; now SERVFAIL."""
+        assert self.server is not None
+        port = self.server.port
+        if "CVE-2024-25590" not in patch:
+            return []
+
+        def big_rrset() -> str:
+            self.checked += 1  # a new name each time: neither cache has it
+            client = DnsClient(port, tcp=False)
+            try:
+                return f"{BIG_RRSET} A records for big{self.checked}.state.test: " + \
+                    client.ask(f"big{self.checked}.state.test").describe()
+            finally:
+                client.close()
+
+        return [big_rrset]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        if self.responder is not None:
+            self.responder.stop()
+
+
+def parse_dnsperf(output: str, returncode: int) -> tuple[int, list[str]]:
+    """dnsperf's totals: completed queries, and lost queries / answers other than NOERROR as errors."""
+    completed = re.search(r"Queries completed:\s+(\d+)", output)
+    lost = re.search(r"Queries lost:\s+(\d+)", output)
+    codes = re.search(r"Response codes:\s+(.*)", output)
+    errors = []
+    if lost and int(lost.group(1)):
+        errors.append(f"dnsperf: {lost.group(1)} queries lost")
+    if codes:
+        errors += [f"dnsperf {code} {count}" for code, count in re.findall(r"([A-Z]+) (\d+)", codes.group(1))
+                   if code != "NOERROR"]
+    if returncode != 0 or completed is None:
+        errors.append(f"dnsperf exit {returncode}: {output.strip().splitlines()[-1:]}")
+    return (int(completed.group(1)) if completed else 0), errors
+
+
+PACKAGES["pdns-recursor"] = PdnsRecursor
+
+
+PROTOBUF_HOST = Path(__file__).resolve().parent / "protobuf_host.cpp"
+FNV_OFFSET, FNV_PRIME = 14695981039346656037, 1099511628211
+GROUP_DEPTHS = (64, 65, 100, 101, 100_000)  # the unknown-group nestings the CVE check sends
+
+
+def pb_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def pb_key(number: int, wire_type: int) -> bytes:
+    return pb_varint(number << 3 | wire_type)
+
+
+def pb_bytes(number: int, data: bytes) -> bytes:
+    return pb_key(number, 2) + pb_varint(len(data)) + data
+
+
+def pb_unknown_groups(depth: int) -> bytes:
+    """Unknown field 22: *depth* groups nested in each other, a varint (field 23) innermost."""
+    return pb_key(22, 3) * depth + pb_key(23, 0) + pb_varint(1) + pb_key(22, 4) * depth
+
+
+def fnv1a(data: bytes) -> int:
+    value = FNV_OFFSET
+    for byte in data:
+        value = (value ^ byte) * FNV_PRIME & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+@dataclass
+class ProtobufRequest:
+    """A bench.Request (bench/protobuf_host.cpp) in canonical field order, and the answer it must get."""
+
+    key: str
+    increment: int
+    tag: str = ""
+    check: int = 0
+    values: tuple[int, ...] = ()
+    note: str = ""
+    depth: int = 0  # unknown groups nested this deep, after unknown fields 20 (varint) and 21 (bytes)
+
+    def encode(self) -> bytes:
+        """Known fields by number, then the unknown ones: what the server serializes again, byte for byte."""
+        inner = pb_bytes(1, self.tag.encode()) + pb_key(2, 1) + struct.pack("<Q", self.check)
+        packed = pb_bytes(4, b"".join(pb_varint(value) for value in self.values)) if self.values else b""
+        extra = pb_key(5, 3) + pb_bytes(1, self.note.encode()) + pb_key(5, 4)
+        unknown = pb_key(20, 0) + pb_varint(self.increment) + pb_bytes(21, self.key.encode()[::-1])
+        return (pb_bytes(1, self.key.encode()) + pb_key(2, 0) + pb_varint(self.increment) + pb_bytes(3, inner)
+                + packed + extra + unknown + pb_unknown_groups(self.depth))
+
+    def answer(self, counter: int) -> str:
+        return (f"OK {counter} {self.key} tag={self.tag} check={self.check:016x} sum={sum(self.values)} "
+                f"note={self.note} unknown={2 + self.depth + 1} depth={self.depth} hash={fnv1a(self.encode()):016x}")
+
+
+class ProtobufClient:
+    """One connection to the host: a 4-byte length and a message out, one line back."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.stream = self.socket.makefile("rb")
+
+    def ask(self, payload: bytes) -> str:
+        self.socket.sendall(struct.pack(">I", len(payload)) + payload)
+        line = self.stream.readline()
+        if not line.endswith(b"\n"):
+            raise ConnectionError("connection closed by the server")
+        return line.decode().rstrip("\n")
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class Protobuf:
+    """protobuf 3.21 (autotools, libprotobuf.so only), patched in a C++ host that parses messages (counters as state).
+
+    The process patched is bench/protobuf_host.cpp, compiled at start
+    against the tree's headers and linked to the *deployed* copy of the
+    library (an rpath to a directory of its own), so rebuilding the tree
+    never changes what the process maps.  Its load generator is the same
+    program, building and checking messages through the library.
+    """
+
+    name = "protobuf"
+    # Only what building libprotobuf.so needs: `apt-get build-dep protobuf` would
+    # pull Java, Ruby, PHP and Python toolchains for bindings that are not built.
+    build_dep = False
+    tools = {"autoreconf": "autoconf", "automake": "automake", "libtoolize": "libtool",
+             "/usr/include/zlib.h": "zlib1g-dev"}
+    # dh's autotools defaults that shape the code, and the zlib streams Debian's
+    # library has; --disable-static because only the shared library is patched.
+    configure_args = ("--with-zlib", "--disable-static")
+
+    def __init__(self, workdir: Path, keys: int) -> None:
+        self.workdir, self.keys = workdir, keys
+        self.server: Server | None = None
+        self.tree: Path | None = None
+        self.host = workdir / "protobuf_host"
+
+    def describe(self) -> str:
+        return (f"autoreconf; configure {' '.join(self.configure_args)} with dpkg-buildflags; "
+                "make -C src libprotobuf.la")
+
+    def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
+        self.tree = tree
+        realsource.run(["autoreconf", "-f", "-i", "-Wall,no-obsolete"], cwd=tree, env=env, timeout=900)
+        flags = dpkg_buildflags(tree, "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS")
+        realsource.run(["./configure", f"CC={WRAPPER}", f"CXX={WRAPPER_CXX}", *self.configure_args],
+                       cwd=tree, env=dict(env, **flags), timeout=900)
+        self.rebuild(tree, env, jobs)
+
+    def rebuild(self, tree: Path, env: dict[str, str], jobs: int) -> None:
+        realsource.run(["make", "-C", "src", f"-j{jobs}", "libprotobuf.la"], cwd=tree, env=env, timeout=7200)
+
+    def binary(self, tree: Path) -> Path:
+        return (tree / "src" / ".libs" / "libprotobuf.so").resolve()  # libprotobuf.so.32.0.12, not a link
+
+    def start(self, deployed: Path) -> Server:
+        assert self.tree is not None
+        lib = self.workdir / "lib"
+        lib.mkdir()
+        for name in ("libprotobuf.so", soname(deployed)):
+            (lib / name).symlink_to(deployed)
+        realsource.run(["c++", "-O2", "-g", "-std=c++17", "-pthread", f"-I{self.tree / 'src'}", str(PROTOBUF_HOST),
+                        "-o", str(self.host), f"-L{lib}", "-lprotobuf", f"-Wl,-rpath,{lib}"], timeout=600)
+        port = free_port()
+        self.server = Server([str(self.host), "serve", str(port)], port, self.workdir / "protobuf_host.log")
+        client = ProtobufClient(port)
+        try:
+            for i in range(self.keys):
+                request = self._state_request(i, self._expected(i))
+                if (answer := client.ask(request.encode())) != request.answer(self._expected(i)):
+                    raise SystemExit(f"protobuf_host answered key{i} with {answer!r}")
+        finally:
+            client.close()
+        return self.server
+
+    @staticmethod
+    def _expected(key: int) -> int:
+        return key % 7 + 1
+
+    @staticmethod
+    def _state_request(key: int, increment: int) -> ProtobufRequest:
+        return ProtobufRequest(f"key{key}", increment, tag="state", values=(key,), depth=1)
+
+    def exact_clients(self, clients: int) -> ExactClients:
+        """Each client's own counter goes up by its increments; every field and the round trip checked."""
+        assert self.server is not None
+        port = self.server.port
+        totals = [0] * clients
+
+        def step(client: object, number: int, count: int) -> str | None:
+            assert isinstance(client, ProtobufClient)
+            request = ProtobufRequest(f"load{number}", count % 3 + 1, tag=f"c{count}",
+                                      check=count * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF,
+                                      values=(count, count + 1, 2 * count), note=f"n{number}", depth=count % 6 + 1)
+            totals[number] += request.increment
+            answer = client.ask(request.encode())
+            return None if answer == request.answer(totals[number]) else f"request {count}: {answer[:120]!r}"
+
+        return ExactClients(clients, lambda number: ProtobufClient(port), step)
+
+    def burst(self) -> Burst:
+        assert self.server is not None
+        return Burst([str(self.host), "load", str(self.server.port), f"{BURST_SECONDS:.0f}", "8"],
+                     parse_protobuf_load)
+
+    def state_intact(self) -> bool:
+        assert self.server is not None
+        client = ProtobufClient(self.server.port)
+        try:
+            return all(client.ask(self._state_request(i, 0).encode()) == self._state_request(i, 0).answer(
+                self._expected(i)) for i in range(self.keys))
+        finally:
+            client.close()
+
+    def checks(self, patch: str) -> list[Callable[[], str]]:
+        """CVE-2024-7254 (nested unknown groups): which nestings the live library still parses."""
+        if "CVE-2024-7254" not in patch and "unknown-group" not in patch:
+            return []
+        return [self.group_depths]
+
+    def group_depths(self) -> str:
+        assert self.server is not None
+        client = ProtobufClient(self.server.port)
+        try:
+            answers = [client.ask(pb_bytes(1, b"cve") + pb_unknown_groups(depth)).split()[0]
+                       for depth in GROUP_DEPTHS]
+        finally:
+            client.close()
+        return f"unknown groups nested {'/'.join(map(str, GROUP_DEPTHS))} deep: {'/'.join(answers)}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def soname(library: Path) -> str:
+    """DT_SONAME of a shared library: the name the host's DT_NEEDED asks the dynamic linker for."""
+    from elftools.elf.elffile import ELFFile
+
+    with open(library, "rb") as stream:
+        dynamic = ELFFile(stream).get_section_by_name(".dynamic")
+        return next(tag.soname for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_SONAME")
+
+
+def dpkg_buildflags(tree: Path, *names: str, maint_options: str = "") -> dict[str, str]:
+    """The named flags as dpkg-buildflags gives them in *tree* (whose path goes into -ffile-prefix-map)."""
+    env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS=maint_options)
+    return {name: subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
+                                 text=True, check=True, timeout=60).stdout.strip() for name in names}
+
+
+def parse_protobuf_load(output: str, returncode: int) -> tuple[int, list[str]]:
+    """protobuf_host load's totals: requests, and every connection that got a wrong answer or lost its server."""
+    totals = re.search(r"^requests (\d+) errors (\d+)$", output, re.M)
+    errors = re.findall(r"^error: (.*)$", output, re.M)
+    if (returncode != 0 and not errors) or totals is None:
+        errors.append(f"protobuf_host load exit {returncode}: {output.strip().splitlines()[-1:]}")
+    return (int(totals.group(1)) if totals else 0), errors
+
+
+PACKAGES["protobuf"] = Protobuf
+
+
 # --- the source-level count -------------------------------------------------------------
 
 C_FUNCTION_START = re.compile(r"^(?!(?:if|for|while|switch|return|else|do|typedef|struct|enum|union)\b)"
                               r"[A-Za-z_][\w\s\*]*?\b(\w+)\s*\([^;]*$")
+# C++ (Google style): qualified names, and member functions defined in a class body, two spaces in.
+CXX_FUNCTION_START = re.compile(r"^ {0,2}(?! )(?!(?:if|for|while|switch|return|else|do|typedef|struct|enum|union"
+                                r"|class|namespace|template|catch)\b)(?:[A-Za-z_][\w\s\*&:<>,]*?[\s\*&])?"
+                                r"((?:\w+::)*~?\w+)\s*\([^;]*$")
+CXX_SUFFIXES = (".cc", ".cpp", ".cxx", ".hh", ".hpp")
 
 
 def source_functions(patch_file: Path, tree: Path) -> list[str]:
-    """The C functions whose bodies the patch changes, found in the patched source.
+    """The C and C++ functions whose bodies the patch changes, found in the patched source.
 
     Hunk headers name only the function *before* a hunk (and nothing for
     headers' inline functions), so each changed line is placed in the
@@ -530,13 +1134,13 @@ def source_functions(patch_file: Path, tree: Path) -> list[str]:
     for line in patch_file.read_text(errors="replace").splitlines():
         if line.startswith("+++ "):
             name = line[4:].split("\t")[0].strip()
-            path = tree / name.split("/", 1)[1] if name.endswith((".c", ".h")) and "/" in name else None
+            path = tree / name.split("/", 1)[1] if name.endswith((".c", ".h", *CXX_SUFFIXES)) and "/" in name else None
             lines = path.read_text(errors="replace").splitlines() if path is not None and path.exists() else []
         elif line.startswith("@@") and path is not None:
             new_line = int(re.match(r"@@ -\d+(?:,\d+)? \+(\d+)", line).group(1))  # type: ignore[union-attr]
         elif path is not None and new_line and line[:1] in ("+", "-", " "):
             if line[:1] != " ":
-                enclosing = _enclosing_function(lines, new_line)
+                enclosing = _enclosing_function(lines, new_line, path.suffix in CXX_SUFFIXES)
                 if enclosing:
                     names.add(enclosing)
             if line[:1] != "-":
@@ -544,12 +1148,13 @@ def source_functions(patch_file: Path, tree: Path) -> list[str]:
     return sorted(names)
 
 
-def _enclosing_function(lines: list[str], line_number: int) -> str | None:
+def _enclosing_function(lines: list[str], line_number: int, cxx: bool = False) -> str | None:
+    start = CXX_FUNCTION_START if cxx else C_FUNCTION_START
     for index in range(min(line_number, len(lines)) - 1, -1, -1):
         text = lines[index]
         if text.startswith("}"):
             return None
-        match = C_FUNCTION_START.match(text)
+        match = start.match(text)
         if match:
             return match.group(1)
     return None
@@ -605,6 +1210,8 @@ def patch_one(package, tree: Path, binary: Path, server: Server, number: int, fi
                      "-o", str(tree.parent / "own.po")], env)
     if own.returncode == 3:
         row.outcome = "no code change"
+        # Nothing goes live: the fix's check shows what the deployed code does with its input.
+        row.check_before = row.check_after = "; ".join(check() for check in package.checks(fix)) or None
         return row
     if own.returncode == 0:
         row.functions_replaced = [f"{r['file']}:{r['name']}" for r in own.report["replaced"]]
@@ -656,15 +1263,21 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--keys", type=int, default=500, help="known keys / sessions loaded before the series")
+    parser.add_argument("--local-patch", type=Path, action="append", default=[],
+                        help="a patch of ours (not Debian's) to take through the same steps after the series")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     source = realsource.fetch_source(args.package, args.workdir, log=lambda m: print(m, file=sys.stderr))
-    realsource.install_build_deps(args.package, source, log=lambda m: print(m, file=sys.stderr))
+    if getattr(PACKAGES[args.package], "build_dep", True):  # False: its tools are all the build needs
+        realsource.install_build_deps(args.package, source, log=lambda m: print(m, file=sys.stderr))
     realsource.install_tools(PACKAGES[args.package].tools, log=lambda m: print(m, file=sys.stderr))
     fixes = realsource.security_patches(source)
     tree = args.workdir / "realworld" / args.package / "tree"
     prepare_tree(source, tree, fixes)
+    for local in args.local_patch:  # after the series, named so that no table can take it for Debian's
+        shutil.copy(local, tree / "debian" / "patches" / f"local-{local.name}")
+        fixes.append(f"local-{local.name}")
     run_dir = Path(tempfile.mkdtemp(prefix=f"buildhook-realworld-{args.package}-"))
     env = dict(os.environ, BUILDHOOK_STORE=str(run_dir / "store"), BUILDHOOK_PATCH_FROM="off",
                PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
