@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from buildhook.apply.applier import patch_status
+from buildhook.apply.frames import FLAG_OFFSET as FRAMES_FLAG_OFFSET
 from buildhook.apply.state import condition
 from tests.conftest import run
 from tests.support.killer import run_killed_at
@@ -212,3 +213,39 @@ def test_patch_set_killed_at_every_step(set_releases: Releases) -> None:
     ids = {OLD: None, NEW: f"{patch_id(patches['new'], set_releases.env)} {patch_id(patches['new.so'], set_releases.env)}"}
     assert sweep(set_releases, apply_set, [], ids,
                  {OLD: [(apply_set, NEW), (revert, OLD)], NEW: [(revert, OLD), (apply_set, NEW)]})
+
+
+def _registered_leftovers(target: Target) -> list[str]:
+    """Leftover regions whose unwind tables are registered with the target's libgcc (frames.py's byte)."""
+    records = patch_status(target.pid)
+    found = []
+    with open(f"/proc/{target.pid}/mem", "rb", buffering=0) as memory:
+        for record in records:
+            if condition(record, records) == "leftover" and record.unwind:
+                memory.seek(record.control + FRAMES_FLAG_OFFSET)
+                if memory.read(1) == b"\x01":
+                    found.append(record.patch_id)
+    return found
+
+
+def test_revert_removes_a_leftover_whose_unwind_tables_are_registered(releases: Releases) -> None:
+    """Reduced case (an AssertionError, 'internal error', before): a replacing apply killed between
+    registering its tables and its commit leaves a leftover with registered tables; the next ``revert``
+    deregisters them before it unmaps the region, and the process's backtraces stay whole."""
+    apply_new, apply_newer = ["apply", str(releases.patches["new"])], ["apply", str(releases.patches["newer"])]
+    total = steps_of(apply_newer, releases, [apply_new])
+    for step in range(total, 0, -1):  # the last steps before the commit are the ones wanted
+        target = start(releases)
+        try:
+            buildhook([*apply_new, "--pid", str(target.pid)], releases.env)
+            run_killed_at([BUILDHOOK, *apply_newer, "--pid", str(target.pid)], releases.env, step)
+            if target.which() != NEW or not _registered_leftovers(target):
+                continue
+            buildhook(["revert", "--pid", str(target.pid)], releases.env)
+            assert target.which() == OLD  # part_f's backtrace() would fail or crash on a dangling table
+            assert _registered_leftovers(target) == []
+            check_clean(target, releases, f"revert after the apply killed at step {step}")
+            return
+        finally:
+            target.stop()
+    pytest.fail("no step of the replacing apply left a leftover with registered unwind tables")

@@ -149,6 +149,7 @@ class _Session:
         self._stub_in_use = False
         self._checked: set[int] = set()  # threads whose seccomp filters were evaluated
         self._frames: ModuleFrames | None = None  # unwind tables of the loaded objects, read once
+        self._unwinder: frames.Unwinder | None = None
 
     def close(self) -> None:
         """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""
@@ -200,9 +201,8 @@ class _Session:
             tid = self._stop_a_thread()
             registers = {tid: ptrace.get_registers(tid)}
             maps = MapIndex(read_maps(self.pid))
-            if self._frames is None:
-                self._frames = unwind_tables(mapped_objects(self.pid))
-            found = busy_threads(self.pid, registers, stack_ranges(registers, maps), avoid, self._frames, maps)
+            found = busy_threads(self.pid, registers, stack_ranges(registers, maps), avoid, self.module_frames(),
+                                 maps)
             if not found:
                 return tid
             self.group.resume(tid)
@@ -251,11 +251,21 @@ class _Session:
         """Run ``function()`` in the target: an IFUNC resolver, a thunk of frames.py."""
         return self.run(lambda injector: injector.call(function), avoid)
 
+    def module_frames(self) -> ModuleFrames:
+        """The loaded objects' unwind tables (safety.py), read once per session: the activeness check and
+        the choice of a thread outside the unwinder both use them."""
+        if self._frames is None:
+            self._frames = unwind_tables(mapped_objects(self.pid))
+        return self._frames
+
     def unwinder(self) -> frames.Unwinder | None:
-        """The target's unwinder (frames.py), for deregistering a region's tables."""
-        assert self.target is not None
-        return frames.find_unwinder(self.target, mapped_objects(self.pid),
-                                    lambda address: int.from_bytes(self.memory.read(address, 8), "little"))
+        """The target's unwinder (frames.py), found once per session, to register or deregister tables."""
+        if self._unwinder is None:
+            assert self.target is not None
+            self._unwinder = frames.find_unwinder(
+                self.target, mapped_objects(self.pid),
+                lambda address: int.from_bytes(self.memory.read(address, 8), "little"))
+        return self._unwinder
 
     def unmap(self, start: int, size: int) -> None:
         self.syscalls([(SYS_MUNMAP, start, size)])
@@ -797,7 +807,7 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
     """
     deadline = time.monotonic() + timeout
     retries = 0
-    frames = unwind_tables(mapped_objects(session.pid))
+    frames = session.module_frames()
     maps = MapIndex(read_maps(session.pid))
     ranges = RangeSet(busy)
     session.group.seize_all()
@@ -883,7 +893,8 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
         raise ApplyRefused(f"patch {patch_id} is not applied to process {pid} "
                            f"(applied: {', '.join(p.patch_id[:16] for p in applied)})")
     members = [p for p in applied if p.commit_flag == chosen[-1].commit_flag]
-    session = _Session(pid, timeout)
+    # the target, for the unwinder that deregisters a leftover's tables (through its GOT first)
+    session = _Session(pid, timeout, find_target(pid, members[0].target_build_id))
     memory = session.memory
     try:
         session.group.seize_all()
