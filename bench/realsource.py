@@ -550,3 +550,11 @@ def build_timing(
 def object_files(tree: Path) -> list[Path]:
     """The ``*.o`` files currently in ``tree`` (to cross-check a recorder)."""
     return sorted(Path(tree).rglob("*.o"))
+
+
+def dpkg_buildflags(tree: Path, *names: str, maint_options: str = "", ldflags_append: str = "") -> dict[str, str]:
+    """The named flags as dpkg-buildflags gives them in *tree* (whose path goes into -ffile-prefix-map),
+    with debian/rules' DEB_BUILD_MAINT_OPTIONS and DEB_LDFLAGS_MAINT_APPEND."""
+    env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS=maint_options, DEB_LDFLAGS_MAINT_APPEND=ldflags_append)
+    return {name: subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
+                                 text=True, check=True, timeout=60).stdout.strip() for name in names}

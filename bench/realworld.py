@@ -297,7 +297,7 @@ class MemcachedClient:
 
 def parse_memcaslap(output: str, returncode: int) -> tuple[int, list[str]]:
     """memcaslap's totals: operations, and misses/verification failures as errors."""
-    numbers = {key: int(value) for key, value in re.findall(r"^(\w+): (\d+)$", output, re.M)}
+    numbers = {key: int(value) for key, value in re.findall(r"^(\w+): (\d+)$", output, re.MULTILINE)}
     ops = re.search(r"Ops: (\d+)", output)
     errors = [f"memcaslap {key}={numbers[key]}" for key in ("get_misses", "verify_misses", "verify_failed")
               if numbers.get(key)]
@@ -372,14 +372,10 @@ class Haproxy:
 
     def _flags(self, tree: Path) -> list[str]:
         """CFLAGS/CPPFLAGS/LDFLAGS as debian/rules passes them (DEBUG_CFLAGS, LDFLAGS)."""
-        env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS="hardening=+all", DEB_LDFLAGS_MAINT_APPEND="-Wl,--as-needed")
-
-        def get(name: str) -> str:
-            return subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
-                                  text=True, check=True, timeout=60).stdout.strip()
-
+        flags = realsource.dpkg_buildflags(tree, "CFLAGS", "CPPFLAGS", "LDFLAGS", maint_options="hardening=+all",
+                                           ldflags_append="-Wl,--as-needed")
         version = realsource.source_version(tree)
-        return [f"DEBUG_CFLAGS={get('CFLAGS')} {get('CPPFLAGS')}", f"LDFLAGS={get('LDFLAGS')}",
+        return [f"DEBUG_CFLAGS={flags['CFLAGS']} {flags['CPPFLAGS']}", f"LDFLAGS={flags['LDFLAGS']}",
                 f"VERSION={version.split('-')[0]}", f"SUBVERS=-{version.split('-', 1)[1]}"]
 
     def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
@@ -746,15 +742,10 @@ class PdnsRecursor:
 
     def _flags(self, tree: Path) -> dict[str, str]:
         """CFLAGS/CXXFLAGS/CPPFLAGS/LDFLAGS as dh_auto_configure exports them, and debian/rules' PACKAGEVERSION."""
-        env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS="hardening=+all")
-
-        def get(name: str) -> str:
-            return subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
-                                  text=True, check=True, timeout=60).stdout.strip()
-
+        flags = realsource.dpkg_buildflags(tree, "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS",
+                                           maint_options="hardening=+all")
         version = f"{realsource.source_version(tree)}.Debian"
-        return {"CFLAGS": get("CFLAGS"), "CXXFLAGS": f"{get('CXXFLAGS')} -DPACKAGEVERSION='\"{version}\"'",
-                "CPPFLAGS": get("CPPFLAGS"), "LDFLAGS": get("LDFLAGS")}
+        return dict(flags, CXXFLAGS=f"{flags['CXXFLAGS']} -DPACKAGEVERSION='\"{version}\"'")
 
     def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
         # dh (compat 13) runs autoreconf: debian/patches changes Makefile.am, and the tarball's
@@ -988,7 +979,7 @@ class Protobuf:
     def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
         self.tree = tree
         realsource.run(["autoreconf", "-f", "-i", "-Wall,no-obsolete"], cwd=tree, env=env, timeout=900)
-        flags = dpkg_buildflags(tree, "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS")
+        flags = realsource.dpkg_buildflags(tree, "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS")
         realsource.run(["./configure", f"CC={WRAPPER}", f"CXX={WRAPPER_CXX}", *self.configure_args],
                        cwd=tree, env=dict(env, **flags), timeout=900)
         self.rebuild(tree, env, jobs)
@@ -1088,17 +1079,10 @@ def soname(library: Path) -> str:
         return next(tag.soname for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_SONAME")
 
 
-def dpkg_buildflags(tree: Path, *names: str, maint_options: str = "") -> dict[str, str]:
-    """The named flags as dpkg-buildflags gives them in *tree* (whose path goes into -ffile-prefix-map)."""
-    env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS=maint_options)
-    return {name: subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
-                                 text=True, check=True, timeout=60).stdout.strip() for name in names}
-
-
 def parse_protobuf_load(output: str, returncode: int) -> tuple[int, list[str]]:
     """protobuf_host load's totals: requests, and every connection that got a wrong answer or lost its server."""
-    totals = re.search(r"^requests (\d+) errors (\d+)$", output, re.M)
-    errors = re.findall(r"^error: (.*)$", output, re.M)
+    totals = re.search(r"^requests (\d+) errors (\d+)$", output, re.MULTILINE)
+    errors = re.findall(r"^error: (.*)$", output, re.MULTILINE)
     if (returncode != 0 and not errors) or totals is None:
         errors.append(f"protobuf_host load exit {returncode}: {output.strip().splitlines()[-1:]}")
     return (int(totals.group(1)) if totals else 0), errors
