@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIN_DIR, run
-from tests.support.programs import build_env
+from tests.support.programs import LineProgram, build_env
 
 BUILDHOOK = str(BIN_DIR / "buildhook")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
@@ -135,25 +134,9 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return found
 
 
-class _Program:
-    def __init__(self, path: Path) -> None:
-        self.process = subprocess.Popen([str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
-
-    def ask(self, question: str) -> str:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"{question}\n".encode())
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline().decode().strip()
-        assert answer, f"no answer to {question!r}: the process exited {self.process.poll()}"
-        return answer
-
+class _Program(LineProgram):
     def answers(self) -> list[str]:
         return [self.ask(question) for question in QUESTIONS]
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
 
 
 def _apply(releases: dict[str, Path], po: str, pid: int) -> None:

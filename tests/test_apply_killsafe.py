@@ -32,7 +32,12 @@ from buildhook.apply.frames import FLAG_OFFSET as FRAMES_FLAG_OFFSET
 from buildhook.apply.state import condition
 from tests.conftest import run
 from tests.support.killer import run_killed_at
-from tests.support.programs import BUILDHOOK, Releases, build_library_releases, build_releases
+from tests.support.programs import (
+    BUILDHOOK,
+    Releases,
+    build_library_releases,
+    build_releases,
+)
 
 OLD, NEW, NEWER = (1, 1, 1), (2, 2, 2), (3, 3, 1)
 STRIDE = int(os.environ.get("BUILDHOOK_KILL_STRIDE", "5"))

@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BIN_DIR, run
-from tests.support.programs import build_env
+from tests.support.programs import LineProgram, build_env
 
 BUILDHOOK = str(BIN_DIR / "buildhook")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
@@ -90,19 +89,10 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "prog.po": work / "prog.from-old.po"}
 
 
-class _Process:
-    def __init__(self, path: Path) -> None:
-        self.process = subprocess.Popen([str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ask(self, number: int) -> tuple[str, str]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"{number}\n".encode())
-        self.process.stdin.flush()
-        return self.process.stdout.readline().decode().strip(), self.process.stdout.readline().decode().strip()
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
+class _Process(LineProgram):
+    def ask_number(self, number: int) -> tuple[str, ...]:
+        """The two lines a number gets: the counts and the program's own answer, then the library's note."""
+        return self.ask_lines(str(number), 2)
 
 
 def test_library_patch_reaches_every_process_and_the_program_patch_joins_it(release: dict[str, Path]) -> None:
@@ -114,9 +104,9 @@ def test_library_patch_reaches_every_process_and_the_program_patch_joins_it(rele
     processes = [*old.values(), second, *new.values()]
     try:
         for process in processes:
-            process.ask(5)  # the same history everywhere: one call
-        assert old["prog"].ask(6) != new["prog"].ask(6)
-        second.ask(6)
+            process.ask_number(5)  # the same history everywhere: one call
+        assert old["prog"].ask_number(6) != new["prog"].ask_number(6)
+        second.ask_number(6)
         result = run([BUILDHOOK, "apply", str(release["lib.po"]), str(release["prog.po"]), "--all", "--json"],
                      env, timeout=120)
         reports = json.loads(result.stdout)
@@ -127,9 +117,9 @@ def test_library_patch_reaches_every_process_and_the_program_patch_joins_it(rele
                           second.process.pid: {"scale", "count", "note", "shown"},
                           old["other"].process.pid: {"scale", "count", "note"}}
         for number in (7, 8):
-            expected = {name: new[name].ask(number) for name in ("prog", "other")}
-            assert {name: old[name].ask(number) for name in ("prog", "other")} == expected
-            assert second.ask(number) == expected["prog"]
+            expected = {name: new[name].ask_number(number) for name in ("prog", "other")}
+            assert {name: old[name].ask_number(number) for name in ("prog", "other")} == expected
+            assert second.ask_number(number) == expected["prog"]
         status = json.loads(run([BUILDHOOK, "status", "--pid", str(old["prog"].process.pid), "--json"],
                                 env).stdout)
         assert len(status["patches"]) == 2
@@ -139,7 +129,7 @@ def test_library_patch_reaches_every_process_and_the_program_patch_joins_it(rele
         status = json.loads(run([BUILDHOOK, "status", "--pid", str(old["prog"].process.pid), "--json"],
                                 env).stdout)
         assert status["patches"] == [] and {o["condition"] for o in status["others"]} == {"reverted"}
-        answer, noted = old["prog"].ask(9)
+        answer, noted = old["prog"].ask_number(9)
         assert answer.startswith("[prog] ") and answer.endswith(" 10") and noted == "note 9"  # old code, both
     finally:
         for process in processes:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ import pytest
 from buildhook import samples
 from tests.conftest import BIN_DIR, run
 from tests.support.kvd import SAMPLE_PROJECT
-from tests.support.programs import build_env
+from tests.support.programs import LineProgram, build_env
 
 BUILDHOOK = str(BIN_DIR / "buildhook")
 SAMPLE_CXX = SAMPLE_PROJECT / "cxx"
@@ -65,36 +64,18 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return folders
 
 
-class _Client:
-    def __init__(self, folder: Path) -> None:
-        self.process = subprocess.Popen([str(folder / "kvcli")], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.process.stdout is not None and self.process.stdout.readline() == b"ready\n"
-
-    def ask(self, line: str) -> str:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline().decode().rstrip("\n")
-        assert answer, f"no answer to {line!r}: kvcli exited {self.process.poll()}"
-        return answer
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-
 def test_series_patches_a_running_v10_into_each_release(series: dict[str, Path]) -> None:
     env = build_env(series["store"])
     assert sorted(p.name for p in series["v1.1"].glob("*.po")) == ["libkvfmt.so.from-v1.0.po"]
     assert sorted(p.name for p in series["v1.2"].glob("*.po")) == ["kvcli.from-v1.0.po", "libkvfmt.so.from-v1.0.po"]
-    running = _Client(series["v1.0"])
+    running = LineProgram(series["v1.0"] / "kvcli", ready="ready")
     try:
         before = [running.ask(line) for line in questions("k0")]
         assert '"say "hi" to all ..."' in before and "   0" in before  # the v1.0 bugs
         for round_number, release in enumerate(("v1.1", "v1.2", "v1.3"), start=1):
             patches = sorted(str(po) for po in series[release].glob("*.po"))
             run([BUILDHOOK, "apply", *patches, "--pid", str(running.process.pid)], env, timeout=120)
-            fresh = _Client(series[release])
+            fresh = LineProgram(series[release] / "kvcli", ready="ready")
             try:
                 key = f"k{round_number}"
                 expected = [fresh.ask(line) for line in questions(key)]

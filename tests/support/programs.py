@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +77,39 @@ def build_library_releases(name: str, root: Path, versions: tuple[str, ...]) -> 
             patches[version + ".so"] = root / f"{name}-{version}.so.po"
             shutil.copy2(work / "libpart.so.from-old.po", patches[version + ".so"])
     return Releases(root / "old" / "prog", patches, env)
+
+
+class LineProgram:
+    """A test program that answers each line on stdin with lines on stdout; every read has a timeout,
+    and the process is stopped by PID."""
+
+    def __init__(self, path: Path, ready: str | None = None, timeout: float = 10) -> None:
+        # unbuffered: a line read byte by byte leaves the next in the pipe, where the selector sees it
+        self.process = subprocess.Popen([str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.timeout = timeout
+        if ready is not None:
+            assert self._line() == ready, f"{path} did not say {ready!r}"
+
+    def _line(self) -> str:
+        assert self.process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            if not selector.select(self.timeout):
+                raise AssertionError(f"process {self.process.pid} printed nothing in {self.timeout} s")
+        answer = self.process.stdout.readline().decode().rstrip("\n")
+        assert answer, f"no answer: process {self.process.pid} exited {self.process.poll()}"
+        return answer
+
+    def ask(self, line: str) -> str:
+        return self.ask_lines(line, 1)[0]
+
+    def ask_lines(self, line: str, count: int) -> tuple[str, ...]:
+        """Send *line*, read the *count* lines of its answer."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+        return tuple(self._line() for _ in range(count))
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
