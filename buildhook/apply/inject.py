@@ -27,7 +27,12 @@ runs on into the tail and returns to where it was by itself.
 Signals: the thread's signals are blocked (``PTRACE_SETSIGMASK``) while it
 runs injected calls, so none is dequeued, lost or reordered; the kernel
 keeps them queued (real-time signals with their data) and delivers them
-once the mask is back.  The thread is returned to an ordinary interrupt
+once the mask is back.  The fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+SIGTRAP, SIGABRT, SIGSYS) stay unblocked: a called hook that faults is then
+reported to the applier, which puts the thread back (a fault through a
+blocked mask would make the kernel reset the process's handler).  One of
+them sent by another process meanwhile is queued again (``tkill``) once
+the thread is back.  The thread is returned to an ordinary interrupt
 stop with its own registers, so when it is resumed the kernel itself
 restarts, or fails with EINTR, an interrupted system call exactly as it
 would have without us (SA_RESTART, ``sigsuspend``, ``nanosleep``'s
@@ -44,7 +49,8 @@ import struct
 from buildhook.apply import ptrace
 from buildhook.apply.process import PAGE, MappedObject, Mapping
 
-SYS_RT_SIGPROCMASK, SYS_GETPID = 14, 39
+SYS_WRITE, SYS_RT_SIGPROCMASK, SYS_GETPID = 1, 14, 39
+MAX_OUTPUT = 4096  # bytes of a hook's output kept for the report
 SIG_SETMASK = 2
 PT_LOAD, PF_X = 1, 1
 RED_ZONE = 128
@@ -59,8 +65,18 @@ CALL_RET, SYS = 0, 8
 DATA_SIZE = 128  # bytes for a call's argument (a memfd's name)
 
 
+# Signals a faulting function raises; they stay unblocked while it runs, so that the kernel reports the
+# fault to us instead of forcing it through a blocked mask (which resets the process's handler).
+FAULT_SIGNALS = {4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 11: "SIGSEGV", 31: "SIGSYS"}
+CALL_MASK = ptrace.ALL_SIGNALS & ~sum(1 << (signo - 1) for signo in FAULT_SIGNALS)
+
+
 class InjectionError(Exception):
     """A call could not be run in the target (the target is as it was)."""
+
+
+class CallFailed(InjectionError):
+    """The called function faulted or did not return in time; its thread is put back as it was."""
 
 
 def _assemble() -> tuple[bytes, int]:
@@ -159,13 +175,16 @@ def _signed(value: int) -> int:
 class Injector:
     """Runs calls on one stopped thread through the return stub at *address*."""
 
-    def __init__(self, tid: int, address: int, write_memory) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, tid: int, address: int, write_memory, read_memory=None) -> None:  # type: ignore[no-untyped-def]
         self.tid = tid
         self.address = address
         self.write = write_memory
+        self.read = read_memory
+        self.output = bytearray()  # what a called function wrote to stdout and stderr (its write calls)
         self.saved = ptrace.get_registers(tid)
         self.mask = ptrace.get_signal_mask(tid)
         self._armed = False
+        self._resend: list[int] = []  # fault-type signals another process sent meanwhile: queued again after
 
     def _arm(self, data: bytes) -> None:
         """Write the stub with this thread's slots (it is not running it yet)."""
@@ -186,12 +205,14 @@ class Injector:
             self._arm(data)
         ptrace.set_registers(self.tid, registers)
         if not self._armed:
-            ptrace.set_signal_mask(self.tid, ptrace.ALL_SIGNALS)
+            ptrace.set_signal_mask(self.tid, CALL_MASK)
             self._armed = True
 
     def _wait_syscall(self) -> None:
         kind, signal = ptrace.wait_stop(self.tid)
-        while kind in ("signal", "event"):  # only SIGSTOP/SIGKILL get through the mask: step on
+        while kind in ("signal", "event"):  # only SIGSTOP/SIGKILL and the fault signals get through the mask
+            if kind == "signal" and signal in FAULT_SIGNALS:
+                self._resend.append(signal)  # sent by another process (the stub does not fault): queued again
             ptrace.syscall_step(self.tid)
             kind, signal = ptrace.wait_stop(self.tid)
         if kind != "syscall":
@@ -207,22 +228,52 @@ class Injector:
             self._wait_syscall()
         return _signed(ptrace.get_registers(self.tid).rax)
 
-    def call(self, function: int) -> int:
-        """Call ``function()`` (an IFUNC resolver) and return its %rax."""
+    def call(self, function: int, *arguments: int, deadline: float | None = None) -> int:
+        """Call ``function(arguments…)`` (an IFUNC resolver, a hook) and return its %rax.
+
+        A fault in it (SIGSEGV …), or not returning by *deadline*
+        (time.monotonic()), raises CallFailed with the thread stopped; finish()
+        then puts it back as it was.  What the function changed in memory
+        stays changed.
+        """
         stack = ((self.saved.rsp - RED_ZONE - 1024) & ~15) - 8
         self.write(stack, struct.pack("<Q", self.address + CALL_RET))  # below the red zone: unused
-        self._enter(self.saved.set(rip=function, rsp=stack, rax=0, orig_rax=-1), b"")
-        while True:  # to the stub's getpid: the resolver has returned
+        names = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+        self._enter(self.saved.set(rip=function, rsp=stack, rax=0, orig_rax=-1, **dict(zip(names, arguments))), b"")
+        while True:  # to the stub's getpid: the function has returned
             ptrace.syscall_step(self.tid)
-            self._wait_syscall()
+            self._wait_call(function, deadline)
             registers = ptrace.get_registers(self.tid)
             if registers.rip == self.address + SYS + 2 and registers.orig_rax == SYS_GETPID:
                 break
-            ptrace.syscall_step(self.tid)  # a system call of the resolver's own: to its exit
-            self._wait_syscall()
+            if registers.orig_rax == SYS_WRITE and registers.rdi in (1, 2) and self.read is not None \
+                    and len(self.output) < MAX_OUTPUT:
+                self.output += self.read(registers.rsi, min(registers.rdx, MAX_OUTPUT - len(self.output)))
+            ptrace.syscall_step(self.tid)  # a system call of the function's own: to its exit
+            self._wait_call(function, deadline)
         ptrace.syscall_step(self.tid)
         self._wait_syscall()
         return registers.rdi
+
+    def _wait_call(self, function: int, deadline: float | None) -> None:
+        """To the next system-call stop of a called function; a fault or the deadline raises CallFailed."""
+        while True:
+            kind, signal = ptrace.wait_stop(self.tid, deadline)
+            if kind == "syscall":
+                return
+            if kind == "signal" and signal in FAULT_SIGNALS:
+                if ptrace.signal_code(self.tid) > 0:  # raised by the kernel: the function faulted
+                    rip = ptrace.get_registers(self.tid).rip
+                    raise CallFailed(f"the function at {function:#x} faulted ({FAULT_SIGNALS[signal]} at {rip:#x})")
+                self._resend.append(signal)  # sent by someone: theirs, queued again once the thread is back
+            elif kind == "timeout":
+                ptrace.interrupt(self.tid)
+                while ptrace.wait_stop(self.tid)[0] not in ("event", "exited"):
+                    ptrace.cont(self.tid)  # a signal stop first (suppressed: the function's run is over)
+                raise CallFailed(f"the function at {function:#x} did not return in time")
+            elif kind not in ("signal", "event"):
+                raise InjectionError(f"thread {self.tid} ended during an injected call ({kind} {signal})")
+            ptrace.syscall_step(self.tid)  # only SIGSTOP/SIGKILL get through the mask: step on
 
     def finish(self) -> None:
         """Put the thread back in an interrupt stop with exactly its own registers and mask.
@@ -242,3 +293,6 @@ class Injector:
         if kind != "event":
             raise ptrace.PtraceError(f"thread {self.tid} did not come back to its stop ({kind} {signal})", errno.EIO)
         self._armed = False
+        for signo in self._resend:
+            ptrace.send_signal(self.tid, signo)
+        self._resend.clear()

@@ -19,6 +19,7 @@ import ctypes
 import errno
 import os
 import struct
+import time
 
 from buildhook.apply.process import memory_pid, proc_dir
 
@@ -30,6 +31,7 @@ PTRACE_CONT = 7
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_GETSIGINFO = 0x4202
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_SECCOMP_GET_FILTER = 0x420C
@@ -124,14 +126,23 @@ def cont(tid: int, signal: int = 0) -> None:
     _call(PTRACE_CONT, tid, 0, signal)
 
 
-def wait_stop(tid: int) -> tuple[str, int]:
-    """Wait for a traced thread to stop: ("event", 0), ("signal", signo), ("syscall", 0) or ("exited", code)."""
+def wait_stop(tid: int, deadline: float | None = None) -> tuple[str, int]:
+    """Wait for a traced thread to stop: ("event", 0), ("signal", signo), ("syscall", 0) or ("exited", code).
+
+    With a *deadline* (time.monotonic()): ("timeout", 0) once it has passed and the thread is still running.
+    """
+    pause = 50e-6
     while True:
         try:
-            _, status = os.waitpid(tid, WALL)
-            break
+            found, status = os.waitpid(tid, WALL | (os.WNOHANG if deadline is not None else 0))
         except InterruptedError:
             continue
+        if found:
+            break
+        if time.monotonic() >= deadline:  # type: ignore[operator]
+            return "timeout", 0
+        time.sleep(pause)
+        pause = min(pause * 2, 1e-3)
     if os.WIFEXITED(status) or os.WIFSIGNALED(status):
         return "exited", os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
     signal = os.WSTOPSIG(status)
@@ -145,6 +156,23 @@ def wait_stop(tid: int) -> tuple[str, int]:
 def syscall_step(tid: int) -> None:
     """Resume a stopped thread to its next system-call entry or exit stop."""
     _call(PTRACE_SYSCALL, tid)
+
+
+_SIGINFO_BUFFER = ctypes.create_string_buffer(128)
+SYS_TKILL = 200
+
+
+def signal_code(tid: int) -> int:
+    """si_code of the signal a thread is stopped with: > 0 when the kernel raised it (a fault), <= 0 when
+    a process sent it (kill, tgkill, sigqueue)."""
+    _call(PTRACE_GETSIGINFO, tid, 0, ctypes.addressof(_SIGINFO_BUFFER))
+    return struct.unpack_from("<i", _SIGINFO_BUFFER.raw, 8)[0]
+
+
+def send_signal(tid: int, signo: int) -> None:
+    """Queue *signo* for one thread again (tkill)."""
+    if _libc.syscall(SYS_TKILL, tid, signo) != 0:
+        raise PtraceError(f"tkill {signo} to thread {tid}: {os.strerror(ctypes.get_errno())}", ctypes.get_errno())
 
 
 _MASK_BUFFER = ctypes.create_string_buffer(8)
