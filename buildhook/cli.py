@@ -103,6 +103,13 @@ def cmd_cmake_dir(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_include_dir(args: argparse.Namespace, settings: Settings) -> int:
+    from buildhook.bundled import include_dir
+
+    print(include_dir())
+    return 0
+
+
 def cmd_scons_dir(args: argparse.Namespace, settings: Settings) -> int:
     from buildhook.bundled import scons_site_dir
 
@@ -317,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_store_gc)
     store_sub.add_parser("path", help="print the store folder in use").set_defaults(func=cmd_store_path)
     add("cmake-dir", cmd_cmake_dir, "print the folder to put on CMAKE_MODULE_PATH for include(BuildHook)")
+    add("include-dir", cmd_include_dir, "print the folder holding buildhook.h, for cc -I\"$(buildhook include-dir)\"")
     add("scons-dir", cmd_scons_dir, "print the folder to pass to `scons --site-dir` for env.Tool('buildhook')")
     flags = add("flags", cmd_flags, "print the flags buildhook-cc adds (compile, or link with --link MAPFILE)")
     flags.add_argument("--compile", action="store_true", help="compile flags (the default)")

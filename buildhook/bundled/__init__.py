@@ -38,3 +38,11 @@ def scons_site_dir() -> Path:
 def sample_project_dir() -> Path:
     """The kvd sample server's sources and release series."""
     return bundled_dir("sample_project", "patches/series")
+
+
+def include_dir() -> Path:
+    """The folder holding ``buildhook.h`` (hooks, transforms, shadow variables: docs/data-changes.md)."""
+    folder = Path(__file__).resolve().parent.parent / "include"
+    if not (folder / "buildhook.h").is_file():
+        raise FileNotFoundError(f"buildhook.h is missing from {folder}; reinstall buildhook")
+    return folder

@@ -94,7 +94,13 @@ def make_patch(store: Store, base: LinkRecord, new: LinkRecord, from_tag: str, t
                      for d in result.new_data],
         "warnings": [{"symbol": w.symbol, "file": w.file, "rule": w.rule, "message": w.message}
                      for w in result.warnings],
-        "hooks": [],
+        "hooks": [{"kind": h.kind, "name": h.name, "file": h.file, "symbol": h.symbol} for h in result.hooks],
+        "migrations": [
+            {"name": m.name, "file": m.file, "kind": m.kind, "old_address": m.old_address, "old_size": m.old_size,
+             "new_size": m.new_size, "symbol": m.symbol, "initial": m.initial.hex(), "relative": m.relative,
+             "transform": m.transform, "transform_symbol": m.transform_symbol}
+            for m in result.migrated
+        ],
         "tls": plan.tls,
         "unwind": plan.unwind,
     }

@@ -28,13 +28,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from buildhook.diff import ehframe, entrycopy, model
+from buildhook.diff import ehframe, entrycopy, markers, model
 from buildhook.diff.base import BaseProgram
 from buildhook.diff.bodies import BodyPart, FunctionBody, function_bodies
 from buildhook.diff.compare import ObjectComparison
 from buildhook.diff.instructions import code_index
 from buildhook.diff.layout import type_changes
 from buildhook.diff.pairing import ObjectPair, pair_objects
+from buildhook.diff.users import users_of
 from buildhook.diff.targets import (
     GOT_LOADS,
     R_X86_64_32,
@@ -61,6 +62,7 @@ LIBRARY_DATA_RELOCATIONS = frozenset({R_X86_64_64, *GOT_LOADS})
 R_X86_64_TLSGD, R_X86_64_TLSLD, R_X86_64_DTPOFF32 = 19, 20, 21
 MODULE_TLS_RELOCATIONS = frozenset({R_X86_64_TLSGD, R_X86_64_TLSLD, R_X86_64_DTPOFF32})
 CALL_MNEMONICS = ("call", "jmp")
+SHADOW_TABLE, SHADOW_RELEASE = "buildhook__shadow_table", "buildhook__shadow_release"  # buildhook.h
 
 
 @dataclass
@@ -133,6 +135,9 @@ class PatchPlanner:
         self._queue: list[tuple[int, str]] = []
         self._new_globals: dict[str, tuple[int, Symbol]] = {}
         self.unwind: dict[str, object] | None = None  # metadata "unwind": the .eh_frame section, personality?
+        self.markers: dict[int, markers.Markers] = {}  # buildhook.h's requests, of each changed object
+        self.migrations: dict[tuple[int, str], model.MigrationEntry] = {}  # variables moved to new storage
+        self._transforms: dict[tuple[int, str], tuple[int, Symbol]] = {}  # (unit, variable) → (unit, function)
 
     # -- the algorithm -------------------------------------------------------
 
@@ -140,14 +145,17 @@ class PatchPlanner:
         self.load_changed_objects()
         if not self.units:
             return Plan(self.result, None)
+        self.read_markers()
         self.check_types()
         self.base = BaseProgram(self.store, self.base_link)
         self.find_changed_data()
         self.seed_changed_functions()
+        self.plan_migrations()
+        self.include_hooks()
         self.include_references()
+        self.include_shadow_release()
         self.carry_unwind_tables()
         self.check_constructors()
-        self.check_data()
         self.describe()
         if self.result.outcome != model.PATCH:
             return Plan(self.result, None)
@@ -194,10 +202,36 @@ class PatchPlanner:
                 self._old_globals.setdefault(symbol.name, OldDefinition(item, obj, symbol))
 
     def _index_new_globals(self) -> None:
+        """Where each global of the changed objects is defined; a strong definition wins over a weak one,
+        as in the link (buildhook.h's shadow functions are weak, in every file that includes it)."""
         for index, unit in enumerate(self.units):
             for symbol in unit.new.symbols:
                 if symbol.is_defined and not symbol.is_local and symbol.type in ("STT_FUNC", "STT_OBJECT", "STT_TLS"):
-                    self._new_globals.setdefault(symbol.name, (index, symbol))
+                    known = self._new_globals.get(symbol.name)
+                    if known is None or (known[1].bind == "STB_WEAK" and symbol.bind != "STB_WEAK"):
+                        self._new_globals[symbol.name] = (index, symbol)
+
+    def _canonical(self, unit_index: int, symbol: Symbol) -> tuple[int, Symbol]:
+        """The one definition a global variable or new global function defined in several objects
+        (weak, or vague linkage) has in the link: one copy travels, one table is shared."""
+        if symbol.is_local or symbol.type not in ("STT_OBJECT", "STT_FUNC"):
+            return unit_index, symbol
+        known = self._new_globals.get(symbol.name)
+        if known is None or known[0] == unit_index:
+            return unit_index, symbol
+        if symbol.type == "STT_FUNC" and self._old_definition(unit_index, symbol) is not None:
+            return unit_index, symbol  # an existing function: the base's copy is the one redirected
+        return known
+
+    def read_markers(self) -> None:
+        """What the changed objects ask for through buildhook.h (markers.py)."""
+        for index, unit in enumerate(self.units):
+            if not markers.has_markers(unit.new):
+                continue
+            try:
+                self.markers[index] = markers.read_markers(unit.new)
+            except markers.MarkerError as exc:
+                self.refuse(unit.file, unit.file, model.BAD_MARKER, str(exc))
 
     def check_types(self) -> None:
         """One refusal per changed type (struct, union, typedef'd anonymous type, enum), naming every file."""
@@ -364,6 +398,169 @@ class PatchPlanner:
             if any(self._is_changed_data(unit_index, rel) for part in body.parts for rel in part.relocations):
                 users.add(body.name)
         return users
+
+    # -- data changes (docs/data-changes.md) ---------------------------------------
+
+    def plan_migrations(self) -> None:
+        """Existing variables whose size or initial value changed, or that a transform names.
+
+        One moves to new storage, carried in the patch with the new build's
+        contents, when nothing of the running program keeps using the old one
+        (every function that uses it is replaced, no data points at it):
+        automatically when the applier finds its running bytes still equal to
+        its initial bytes, or filled by its ``BUILDHOOK_TRANSFORM``.
+        Otherwise a changed size is refused and a changed initial value keeps
+        its running value (a warning), as before.
+        """
+        self._transforms = self._transform_requests()
+        requests = dict(self._transforms)
+        for unit_index, unit in enumerate(self.units):
+            if unit.comparison is None:
+                continue
+            for name, symbol in sorted(unit.comparison.new_data.items()):
+                transform = requests.pop((unit_index, name), None)
+                if (unit_index, name) in self.changed_data:
+                    continue  # constant data: carried, every user replaced
+                old = self._old_definition(unit_index, symbol)
+                if old is None or old.obj is not unit.old or not isinstance(symbol.section, int) \
+                        or read_only(unit.new.sections[symbol.section]) or symbol.type == "STT_TLS":
+                    if transform is not None:
+                        self._refuse_transform(unit, name, "it is not an existing variable of the base release "
+                                                           "(a new variable starts with its initial value)")
+                    continue
+                size_changed = old.symbol.size != symbol.size
+                value_changed = unit.comparison.data_signature(old.symbol, True) \
+                    != unit.comparison.data_signature(symbol, False) or self._points_at_changed_data(unit_index, symbol)
+                if size_changed or value_changed or transform is not None:
+                    self._plan_migration(unit_index, symbol, old, size_changed, transform)
+        for (unit_index, name) in requests:
+            self._refuse_transform(self.units[unit_index], name, "it is not an existing variable of the base "
+                                                                 "release (a new variable starts with its initial value)")
+
+    def _transform_requests(self) -> dict[tuple[int, str], tuple[int, Symbol]]:
+        """(unit of the variable, its name) → (unit of the marker, the transform function)."""
+        requests = {}
+        for unit_index, found in self.markers.items():
+            for name, (here, function) in found.transforms.items():
+                owner = unit_index if here else self._new_globals.get(name, (None, None))[0]
+                if owner is None:
+                    self._refuse_transform(self.units[unit_index], name, "no object of the new build defines it")
+                    continue
+                requests[(owner, name)] = (unit_index, function)
+        return requests
+
+    def _refuse_transform(self, unit: Unit, name: str, why: str) -> None:
+        self.refuse(name, unit.file, model.TRANSFORM_NOT_POSSIBLE, f"BUILDHOOK_TRANSFORM names {name}, but {why}")
+
+    def _plan_migration(self, unit_index: int, symbol: Symbol, old: OldDefinition, size_changed: bool,
+                        transform: tuple[int, Symbol] | None) -> None:
+        """Move one variable to new storage, or say why it cannot be.
+
+        A changed size or a transform needs every user of the old storage
+        gone: each function of the base that uses it is replaced (an
+        unchanged one too, rebound to the new storage, as for changed
+        constant data), and no initialised data may point at it.  A changed
+        initial value alone moves only if its users are replaced already:
+        pulling in unchanged readers of a tunable (a ``main`` loop) would make
+        a patch that could never apply, for a value the process may have set
+        itself.
+        """
+        assert self.base is not None
+        unit = self.units[unit_index]
+        name = symbol.name
+        address = self.base.symbol_address(old.item, old.obj, old.symbol)
+        initial, relative, symbolic = self.base.binary.initial_value(address, old.symbol.size)
+        users, blocker = self._base_users(unit_index, old)
+        moves = size_changed or transform is not None
+        if not moves and blocker is None:
+            blocker = next((f"{function} ({self.units[index].file}) uses it and is not replaced"
+                            for index, function in users
+                            if self.included_functions.get((index, function)) != "replaced"), None)
+        if transform is None and blocker is None and symbolic:
+            blocker = f"its initial value points at {symbolic[0]}, which cannot be checked before the process runs"
+        if blocker is not None:
+            if transform is not None:
+                self._refuse_transform(unit, name, f"{blocker}; every reference must go to the new storage")
+            elif size_changed:
+                remedy = f"a BUILDHOOK_TRANSFORM({name}, fn) can migrate it" if symbolic else \
+                    "keep its size and put what is added in a new variable, or in a shadow variable"
+                self.refuse(name, unit.file, model.GLOBAL_SIZE_CHANGED,
+                            f"size of variable {name} changed from {old.symbol.size} to {symbol.size} bytes and it "
+                            f"cannot move to new storage: {blocker}; {remedy}")
+            else:
+                self.warn(name, unit.file, model.INITIAL_VALUE_CHANGED,
+                          f"initial value of {name} changed; the running process keeps its current value "
+                          f"({blocker})")
+            return
+        for index, function in users:
+            self._include_function(index, function, "replaced")
+        kind = "transform" if transform is not None else "size" if size_changed else "value"
+        entry = model.MigrationEntry(name, unit.file, kind, address, old.symbol.size, symbol.size,
+                                     initial=initial, relative=relative)
+        if transform is not None:
+            entry.transform = transform[1].name
+        self.migrations[(unit_index, name)] = entry
+
+    def _base_users(self, unit_index: int, old: OldDefinition) -> tuple[list[tuple[int, str]], str | None]:
+        """The functions of the base that use *old*, as (unit, name in the new build), objects that did not
+        change loaded as units; and what cannot be redirected (initialised data pointing at it, a user
+        gone from the new build), or None."""
+        unit = self.units[unit_index]
+        assert unit.comparison is not None
+        name = old.symbol.name
+        places = [(unit_index, users_of(old.obj, unit.comparison.old_bodies, name, old.symbol.index))]
+        if not old.symbol.is_local:
+            for index, other in enumerate(self.units):
+                if index != unit_index and other.old is not None and other.comparison is not None:
+                    places.append((index, users_of(other.old, other.comparison.old_bodies, name, None)))
+            for pair in list(self._unchanged_pairs):
+                assert pair.new is not None
+                data = self.store.blobs.read(pair.new.sha256)
+                if name.encode() + b"\0" not in data:
+                    continue
+                obj = ObjectFile(data, pair.new.display_path)
+                found = users_of(obj, function_bodies(obj), name, None)
+                if found.functions or found.data:
+                    self._unchanged_pairs.remove(pair)
+                    places.append((self._add_unit(pair, changed=False, parsed=obj), found))
+        users = []
+        for index, found in places:
+            other = self.units[index]
+            for data in sorted(found.data - {name}):
+                return [], f"the initial value of {data} ({other.file}) points at it"
+            for function in sorted(found.functions):
+                new_name = other.comparison.correlation.new_name(function) if other.comparison else function
+                if new_name is None or new_name not in other.bodies:
+                    return [], f"{function} ({other.file}) uses it and is gone from the new build"
+                users.append((index, new_name))
+        return users, None
+
+    def include_hooks(self) -> None:
+        """The author's hooks and transform functions, and the new storage of every migrated variable."""
+        for unit_index, found in sorted(self.markers.items()):
+            unit = self.units[unit_index]
+            for kind, function in found.hooks:
+                symbol = self._bind_function(unit_index, function, at_entry=False)
+                self.result.hooks.append(model.HookEntry(kind, function.name, unit.file, symbol))
+        for (unit_index, name), entry in sorted(self.migrations.items()):
+            symbol = self.units[unit_index].comparison.new_data[name]  # type: ignore[union-attr]
+            entry.symbol = self._carry_data(unit_index, symbol)
+            if entry.kind == "transform":
+                marker_unit, function = self._transforms[(unit_index, name)]
+                entry.transform_symbol = self._bind_function(marker_unit, function, at_entry=False)
+            self.result.migrated.append(entry)
+
+    def include_shadow_release(self) -> None:
+        """The patch uses buildhook.h's shadow table: revert frees it (a post-revert hook of buildhook's own)."""
+        if not any(name == SHADOW_TABLE for _unit, name in self.included_data):
+            return
+        for unit_index, unit in enumerate(self.units):
+            body = unit.bodies.get(SHADOW_RELEASE)
+            if body is not None:
+                symbol = self._bind_function(unit_index, body.symbol, at_entry=False)
+                self.result.hooks.append(model.HookEntry("post_revert", SHADOW_RELEASE, unit.file, symbol))
+                self.include_references()
+                return
 
     # -- include -----------------------------------------------------------
 
@@ -533,8 +730,8 @@ class PatchPlanner:
         if target.symbol.type == "STT_FUNC":
             point = reference_point(unit.new, rel)
             at_entry = point is not None and point == target.symbol.value
-            return self._bind_function(unit_index, target.symbol, at_entry), target.offset
-        return self._bind_variable(unit_index, target.symbol, rel.type), target.offset
+            return self._bind_function(*self._canonical(unit_index, target.symbol), at_entry), target.offset
+        return self._bind_variable(*self._canonical(unit_index, target.symbol), rel.type), target.offset
 
     def _new_or_replaced(self, unit_index: int, name: str) -> str:
         body = self.units[unit_index].bodies[name]
@@ -566,7 +763,8 @@ class PatchPlanner:
         """A variable of the new object: the running one, unless it is new or changed constant data."""
         unit = self.units[unit_index]
         old = self._old_definition(unit_index, symbol)
-        if old is not None and (unit_index, symbol.name) not in self.changed_data:
+        key = (unit_index, symbol.name)
+        if old is not None and key not in self.changed_data and key not in self.migrations:
             if symbol.type == "STT_TLS" or rel_type in (R_X86_64_TPOFF32, R_X86_64_GOTTPOFF):
                 return self._bind_tls(old)
             return self._bind_base(old)
@@ -828,30 +1026,6 @@ class PatchPlanner:
                     targets.add(target.symbol.name if target.symbol is not None else target.name)
         return targets
 
-    def check_data(self) -> None:
-        """Existing variables: a changed size is a layout change, a changed initial value a warning."""
-        for unit_index, unit in enumerate(self.units):
-            comparison = unit.comparison
-            if comparison is None:
-                continue
-            for name, symbol in sorted(comparison.new_data.items()):
-                if (unit_index, name) in self.changed_data:
-                    continue  # constant data: carried, every user replaced
-                old = self._old_definition(unit_index, symbol)
-                if old is None or old.obj is not unit.old:
-                    continue
-                section = unit.new.sections[symbol.section] if isinstance(symbol.section, int) else None
-                if section is not None and read_only(section):
-                    continue
-                if old.symbol.size != symbol.size:
-                    self.refuse(name, unit.file, model.GLOBAL_SIZE_CHANGED,
-                                f"size of variable {name} changed from {old.symbol.size} to {symbol.size} bytes; "
-                                "existing code and data still use the old layout")
-                elif comparison.data_signature(old.symbol, True) != comparison.data_signature(symbol, False) \
-                        or self._points_at_changed_data(unit_index, symbol):
-                    self.warn(name, unit.file, model.INITIAL_VALUE_CHANGED,
-                              f"initial value of {name} changed; the running process keeps its current value")
-
     def _points_at_changed_data(self, unit_index: int, symbol: Symbol) -> bool:
         """A variable whose initial value points at changed constant data: its value now means other data."""
         if not self.changed_data or not isinstance(symbol.section, int):
@@ -924,6 +1098,8 @@ class PatchPlanner:
                             f"{name} ({section}) has {room} bytes before the next symbol, a jump needs {JUMP_SIZE}")
         for (unit_index, name), symbol in sorted(self.included_data.items(),
                                                  key=lambda item: (self.units[item[0][0]].file, item[0][1])):
+            if (unit_index, name) in self.migrations:
+                continue  # listed as migrated: the new storage of an existing variable
             unit = self.units[unit_index]
             section = unit.new.sections[symbol.section].name if isinstance(symbol.section, int) else "COMMON"
             self.result.new_data.append(model.DataEntry(name, unit.file, symbol.size, section,

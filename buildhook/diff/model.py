@@ -23,6 +23,8 @@ UNSUPPORTED_RELOCATION = "unsupported-relocation"
 UNRESOLVED_DATA_REFERENCE = "unresolved-data-reference"
 UNDEFINED_SYMBOL = "undefined-symbol"
 LIBRARY_DATA_REFERENCE = "library-data-reference"
+TRANSFORM_NOT_POSSIBLE = "transform-not-possible"
+BAD_MARKER = "bad-marker"
 # Warnings: the patch is written, and says this.
 INITIAL_VALUE_CHANGED = "initial-value-changed"
 
@@ -75,6 +77,39 @@ class DataEntry:
 
 
 @dataclass
+class MigrationEntry:
+    """An existing variable the patch moves into new storage (docs/data-changes.md).
+
+    *kind*: ``size`` (its size changed) or ``value`` (its initial value):
+    migrated automatically if its running bytes still equal *initial*
+    (checked in the target, *relative* words plus the load bias), or
+    ``transform``: the author's function fills the new storage from the old.
+    """
+
+    name: str
+    file: str
+    kind: str
+    old_address: int
+    old_size: int
+    new_size: int
+    symbol: int = -1              # its new storage's patch symbol
+    initial: bytes = b""          # the base's initial bytes (as linked)
+    relative: list[int] = field(default_factory=list)  # offsets of pointer words that get the load bias
+    transform: str = ""           # the transform function's name
+    transform_symbol: int = -1
+
+
+@dataclass
+class HookEntry:
+    """A function the applier calls in the target (``BUILDHOOK_PRE_APPLY`` …)."""
+
+    kind: str
+    name: str
+    file: str
+    symbol: int = -1
+
+
+@dataclass
 class DiffResult:
     """Everything ``buildhook diff`` decided, before the ``.po`` is written."""
 
@@ -83,6 +118,8 @@ class DiffResult:
     new_data: list[DataEntry] = field(default_factory=list)
     refusals: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
+    migrated: list[MigrationEntry] = field(default_factory=list)
+    hooks: list[HookEntry] = field(default_factory=list)
     objects_compared: int = 0
 
     @property
@@ -100,6 +137,9 @@ class DiffResult:
             "replaced": [{"name": f.name, "file": f.file} for f in self.replaced],
             "new_functions": [{"name": f.name, "file": f.file} for f in self.new_functions],
             "new_data": [{"name": d.name, "file": d.file} for d in self.new_data],
+            "migrated": [{"name": m.name, "file": m.file, "kind": m.kind, "transform": m.transform}
+                         for m in self.migrated],
+            "hooks": [{"kind": h.kind, "name": h.name, "file": h.file} for h in self.hooks],
         }
         refused = self.outcome == REFUSED
         return {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from elftools.elf.elffile import ELFFile
 
 R_X86_64_DTPMOD64 = 16
+R_X86_64_RELATIVE = 8
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class LinkedBinary:
             if symbol.bind in ("STB_GLOBAL", "STB_WEAK") and symbol.name not in self._globals:
                 self._globals[symbol.name] = symbol
         self._tls_pairs: dict[tuple[str, int | str], int] | None = None
+        self._dynamic_relocations: list[tuple[int, int, str, int]] | None = None
+        self._bss = [(segment.header.p_vaddr + segment.header.p_filesz, segment.header.p_vaddr + segment.header.p_memsz)
+                     for segment in elf.iter_segments() if segment.header.p_type == "PT_LOAD"]
         self._code_starts = sorted({symbol.address for symbol in self.symbols
                                     if symbol.type in ("STT_FUNC", "STT_NOTYPE", "STT_GNU_IFUNC", "STT_LOOS")
                                     and symbol.section in code_names})
@@ -107,6 +111,40 @@ class LinkedBinary:
                         key = ("offset", int.from_bytes(self.bytes_at(address + 8, 8), "little"))
                     self._tls_pairs.setdefault(key, address)
         return self._tls_pairs
+
+    def dynamic_relocations(self) -> list[tuple[int, int, str, int]]:
+        """(link-time address, type, symbol name or "", addend) of every dynamic relocation, by address."""
+        if self._dynamic_relocations is None:
+            found = []
+            elf = ELFFile(io.BytesIO(self.data))
+            for section in elf.iter_sections():
+                if section.header.sh_type != "SHT_RELA" or not section.header.sh_flags & 0x2:  # SHF_ALLOC
+                    continue
+                symbols = elf.get_section(section.header.sh_link)
+                for relocation in section.iter_relocations():
+                    index = relocation["r_info_sym"]
+                    name = symbols.get_symbol(index).name if index and symbols is not None else ""
+                    found.append((relocation["r_offset"], relocation["r_info_type"], name, relocation["r_addend"]))
+            self._dynamic_relocations = sorted(found)
+        return self._dynamic_relocations
+
+    def initial_value(self, address: int, size: int) -> tuple[bytes, list[int], list[str]]:
+        """A variable's bytes as the program starts, before the load bias: its file bytes (zeros in
+        .bss) with every relative pointer's link-time value, the offsets of those pointers (they get
+        the load bias), and what its other dynamic relocations name (a library's symbol: unknown here)."""
+        if any(start <= address and address + size <= end for start, end in self._bss):
+            value = bytearray(size)
+        else:
+            value = bytearray(self.bytes_at(address, size))
+        relative, symbolic = [], []
+        for where, rel_type, name, addend in self.dynamic_relocations():
+            if address <= where < address + size:
+                if rel_type == R_X86_64_RELATIVE and where + 8 <= address + size:
+                    value[where - address:where - address + 8] = (addend & (2**64 - 1)).to_bytes(8, "little")
+                    relative.append(where - address)
+                else:
+                    symbolic.append(name or f"relocation type {rel_type}")
+        return bytes(value), relative, symbolic
 
     def global_symbol(self, name: str) -> BinarySymbol | None:
         """The program's own global (or COPY-relocated) definition of *name*."""

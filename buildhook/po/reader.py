@@ -194,6 +194,7 @@ def _validate(patch: PatchObject) -> None:
             symbol = patch.symbols[index]
             if symbol.type != fmt.STT_FUNC or symbol.section not in patch.sections:
                 raise _fail(name, f"function {entry.get('name')!r} is not defined code in the patch")
+    _validate_data_changes(patch)
     unwind = meta.get("unwind")
     if unwind is not None:
         section = patch.sections.get(unwind.get("section")) if isinstance(unwind, dict) else None
@@ -204,3 +205,43 @@ def _validate(patch: PatchObject) -> None:
         for key in ("old_address", "old_size", "old_sha256"):
             if entry.get(key) is None:
                 raise _fail(name, f"replaced function {entry.get('name')!r} lacks {key}")
+
+
+HOOK_KINDS = ("pre_apply", "post_apply", "pre_revert", "post_revert")
+MIGRATION_KINDS = ("size", "value", "transform")
+
+
+def _defined(patch: PatchObject, index: object, code: bool) -> bool:
+    if not isinstance(index, int) or not 0 < index < len(patch.symbols):
+        return False
+    symbol = patch.symbols[index]
+    section = patch.sections.get(symbol.section)
+    if section is None:
+        return False
+    return bool(section.flags & fmt.SHF_EXECINSTR) == code and (code or bool(section.flags & fmt.SHF_WRITE))
+
+
+def _validate_data_changes(patch: PatchObject) -> None:
+    """Hooks name code of the patch; a migration names its new storage (writable data of the patch), the
+    old variable's place and initial bytes, and its transform's code."""
+    name, meta = patch.name, patch.metadata
+    for hook in meta.get("hooks", []):
+        if hook.get("kind") not in HOOK_KINDS or not _defined(patch, hook.get("symbol"), code=True):
+            raise _fail(name, f"hook {hook.get('name')!r} ({hook.get('kind')!r}) is not code of the patch")
+    for entry in meta.get("migrations", []):
+        what = f"migration of {entry.get('name')!r}"
+        if entry.get("kind") not in MIGRATION_KINDS or not _defined(patch, entry.get("symbol"), code=False):
+            raise _fail(name, f"{what} names no writable variable of the patch")
+        size = entry.get("old_size")
+        if not isinstance(entry.get("old_address"), int) or not isinstance(size, int) or size < 0:
+            raise _fail(name, f"{what} lacks the old variable's address and size")
+        try:
+            initial = bytes.fromhex(str(entry.get("initial", "")))
+        except ValueError:
+            initial = b""
+        relative = entry.get("relative", [])
+        if len(initial) != size or not isinstance(relative, list) \
+                or any(not isinstance(at, int) or not 0 <= at <= size - 8 for at in relative):
+            raise _fail(name, f"{what} has initial bytes or pointer offsets that do not fit its {size} bytes")
+        if entry["kind"] == "transform" and not _defined(patch, entry.get("transform_symbol"), code=True):
+            raise _fail(name, f"{what} names no transform function in the patch")

@@ -101,10 +101,11 @@ def write_patch(content: PatchContent) -> bytes:
         for i in undefined
     ]
     # Function and data entries name their symbol by content symbol index; the file uses ELF indices.
-    for listing in ("functions", "new_functions", "new_data"):
+    for listing in ("functions", "new_functions", "new_data", "hooks", "migrations"):
         for entry in metadata.get(listing, []):  # type: ignore[union-attr]
-            if "symbol" in entry:
-                entry["symbol"] = elf_index[entry["symbol"]]
+            for key in ("symbol", "transform_symbol"):
+                if entry.get(key, -1) >= 0:
+                    entry[key] = elf_index[entry[key]]
     unwind = metadata.get("unwind")
     if unwind:  # the .eh_frame is named by content section number; the file's sections follow the null one
         metadata["unwind"] = dict(unwind, section=int(unwind["section"]) + 1)  # type: ignore[call-overload]
