@@ -31,6 +31,16 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from buildhook.apply import frames, gates, ptrace
+from buildhook.apply.datachange import (
+    HOOK_TIMEOUT_S,
+    HookFailed,
+    Hooks,
+    Migration,
+    MigrationRefused,
+    migrate,
+    plan_migrations,
+    run_hooks,
+)
 from buildhook.apply.inject import (
     DATA_OFFSET,
     SIG_SETMASK,
@@ -40,6 +50,7 @@ from buildhook.apply.inject import (
     SYS_GETPID,
     SYS_RT_SIGPROCMASK,
     TAIL_SYSCALL,
+    CallFailed,
     InjectionError,
     Injector,
     stub_place,
@@ -129,10 +140,13 @@ class ApplyReport:
     pause_us: float = 0.0
     total_ms: float = 0.0
     retries: int = 0
+    hooks: list[dict[str, object]] = field(default_factory=list)       # what each hook returned, how long it ran
+    migrations: list[dict[str, object]] = field(default_factory=list)  # what became of each migrated variable
 
     def to_json(self) -> dict[str, object]:
         return {"pid": self.pid, "result": self.result, "patch_id": self.patch_id, "functions": self.functions,
-                "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries}
+                "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries,
+                "hooks": self.hooks, "migrations": self.migrations}
 
 
 class _Session:
@@ -221,7 +235,7 @@ class _Session:
             if tid not in self._checked:
                 self._check_seccomp(tid, stub)
                 self._checked.add(tid)
-            injector = Injector(tid, stub, self.memory.write)
+            injector = Injector(tid, stub, self.memory.write, self.memory.read)
             self._stub_in_use = True
             try:
                 return work(injector)
@@ -250,6 +264,41 @@ class _Session:
     def call(self, function: int, avoid: RangeSet | None = None) -> int:
         """Run ``function()`` in the target: an IFUNC resolver, a thunk of frames.py."""
         return self.run(lambda injector: injector.call(function), avoid)
+
+    def hook_call(self, function: int, deadline: float) -> tuple[int, str]:
+        """Run a hook on one thread, the others running: a thread outside the allocator (and unwinder),
+        which the hook may need; a fault or a timeout is HookFailed, the thread put back as it was.
+        Returns its %rax and what it wrote to stdout and stderr."""
+        unwinder = self.unwinder() if self.target is not None else None
+        avoid = unwinder.avoid if unwinder is not None else frames.allocator_code(mapped_objects(self.pid))
+
+        def work(injector: Injector) -> tuple[int, str]:
+            value = injector.call(function, deadline=deadline)
+            return value, injector.output.decode("utf-8", "replace")
+
+        try:
+            return self.run(work, avoid)
+        except CallFailed as exc:
+            raise HookFailed(str(exc).replace(f"the function at {function:#x} ", "")) from exc
+
+    def call_stopped(self, function: int, *arguments: int) -> int:
+        """Run ``function(arguments…)`` on a thread of the stopped world, which stays stopped (a transform:
+        no other thread moves meanwhile, so it must be async-signal-safe)."""
+        ready = sorted(tid for tid in self.group.stopped if tid not in self.group.pending)
+        tid = ready[0] if ready else min(self.group.stopped)
+        if not ready:
+            self.group.stop_for_calls(tid)  # deliver its held signal first, as the kernel was about to
+        stub = self.stub()
+        if tid not in self._checked:
+            self._check_seccomp(tid, stub)
+            self._checked.add(tid)
+        injector = Injector(tid, stub, self.memory.write)
+        self._stub_in_use = True
+        try:
+            return injector.call(function, *arguments, deadline=time.monotonic() + HOOK_TIMEOUT_S)
+        finally:
+            injector.finish()
+            self._stub_in_use = False
 
     def module_frames(self) -> ModuleFrames:
         """The loaded objects' unwind tables (safety.py), read once per session: the activeness check and
@@ -351,6 +400,8 @@ class _Plan:
     gates: list[_Gate]
     state: AppliedPatch
     unwinder: frames.Unwinder | None = None  # where the patch's unwind tables are registered
+    migrations: list[Migration] = field(default_factory=list)
+    hooks: Hooks = field(default_factory=Hooks)
 
 
 def _entry_copies(patch: PatchObject) -> None:
@@ -423,6 +474,8 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
         result.append(gate)
     control = layout.control - layout.data_start
     data[control + gates.CONTROL_HEADER:control + gates.control_size(len(result))] = _pointers(result, after=False)
+    migrations = plan_migrations(patch, layout, target.bias, kept)
+    hooks = Hooks.of(patch, layout)
     state = AppliedPatch(
         patch.patch_id, target.build_id or "", str(patch.metadata["from"]), str(patch.metadata["to"]),
         layout.base, layout.base + layout.size, layout.code_start, layout.code_start + layout.code_size,
@@ -433,8 +486,9 @@ def _prepare(patch: PatchObject, pid: int, target: MappedObject, session: _Sessi
          for v in _variables(patch)],
         _instructions(patch, layout),
         [layout.register_thunk, layout.deregister_thunk] if unwinder else [],
-        flag_at, patch_set or [])
-    return _Plan(layout, bytes(code), bytes(data), result, state, unwinder)
+        flag_at, patch_set or [], hooks.to_record(),
+        [[m.name, m.file, m.kind, m.old, m.new, m.old_size] for m in migrations])
+    return _Plan(layout, bytes(code), bytes(data), result, state, unwinder, migrations, hooks)
 
 
 def _unwinder(patch: PatchObject, pid: int, session: _Session, layout: PatchLayout,
@@ -479,9 +533,11 @@ def _instructions(patch: PatchObject, layout: PatchLayout) -> list[list[int]]:
 
 
 def _variables(patch: PatchObject) -> list[dict]:
-    """The patch's new writable variables (not changed constants it carries)."""
+    """The patch's new writable variables (not changed constants it carries), and the new storage of
+    the variables it migrates (a replacing patch reuses it: the migration is done once)."""
+    moved = [dict(entry, size=entry["new_size"]) for entry in patch.metadata.get("migrations", [])]
     return [entry for entry in patch.metadata["new_data"] if int(entry.get("symbol", -1)) >= 0
-            and patch.sections[patch.symbols[int(entry["symbol"])].section].flags & fmt.SHF_WRITE]
+            and patch.sections[patch.symbols[int(entry["symbol"])].section].flags & fmt.SHF_WRITE] + moved
 
 
 def _address_of(patch: PatchObject, layout: PatchLayout, entry: dict) -> int:
@@ -664,7 +720,8 @@ def _reverted_region(records: _Records, patch_id: str) -> AppliedPatch | None:
     if records.live is not None:
         return None
     reverted = [p for p in records.all if p.patch_id == patch_id and condition(p, records.all) == "reverted"
-                and not p.patch_set]  # a set's members share one byte: committing one commits all; map anew
+                and not p.patch_set  # a set's members share one byte: committing one commits all; map anew
+                and not p.migrations]  # its new storage is stale: migrate anew
     return reverted[-1] if reverted else None
 
 
@@ -754,9 +811,12 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
                     created.append(member)
                     if member.plan.unwinder is not None:
                         _register_frames(session, member.plan)
+            hooks = _run_member_hooks(session, members, "pre_apply")
             busy = [item for member in members
                     for item in _busy_ranges(member.planned, member.records.live, member.records.leftovers)]
-            pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, members))
+            migrated: list[dict[str, object]] = []
+            pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, members),
+                                        _migrate_in_stop(session, members, migrated))
         except BaseException:
             if created and session.memory.read(members[0].control, 1) != bytes([gates.COMMITTED]):
                 session.group.detach_all()  # not committed: nothing runs these regions; take them away
@@ -767,12 +827,57 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
             raise
         for member in members:
             _remove_leftovers(session, member.records.leftovers)
+        try:
+            hooks += _run_member_hooks(session, members, "post_apply")
+        except ApplyRefused as exc:
+            session.group.detach_all()
+            revert_patch(pid, members[0].patch.patch_id, timeout, pre_hooks=False)
+            raise ApplyRefused(f"{exc}; the patch was reverted (the old code runs again)") from exc
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "applied", member.patch.patch_id,
                             [gate.name for gate in member.planned if gate.kind == "replaced"], pause_us, total_ms,
-                            retries) for member in members]
+                            retries, *((hooks, migrated) if member is members[0] else ()))
+                for member in members]
     finally:
         session.close()
+
+
+def _run_member_hooks(session: _Session, members: list[_Member], kind: str) -> list[dict[str, object]]:
+    """One kind of hook of every member, in order (a reused region: its recorded hooks)."""
+    return _run_hooks(session, [member.plan.hooks if member.plan is not None and member.reused is None
+                                else Hooks.from_record(member.reused.hooks if member.reused else {})
+                                for member in members], kind)
+
+
+def _run_hooks(session: _Session, hook_sets: list[Hooks], kind: str) -> list[dict[str, object]]:
+    results: list[dict[str, object]] = []
+    for hooks in hook_sets:
+        try:
+            results += run_hooks(hooks.by_kind.get(kind, []), kind, session.hook_call)
+        except HookFailed as exc:
+            done = "nothing was changed" if kind.startswith("pre") else "it ran after the commit"
+            raise ApplyRefused(f"{exc} in process {session.pid}; {done}") from exc
+    return results
+
+
+def _migrate_in_stop(session: _Session, members: list[_Member], outcomes: list[dict[str, object]]) \
+        -> Callable[[], None]:
+    """What runs with the world stopped, right before the commit's writes: every member's migrations."""
+    migrations = [m for member in members if member.plan is not None and member.reused is None
+                  for m in member.plan.migrations]
+
+    def run() -> None:
+        if not migrations:
+            return
+        try:
+            outcomes[:] = migrate(migrations, session.memory.read, session.memory.write, session.call_stopped)
+        except MigrationRefused as exc:
+            raise ApplyRefused(f"{exc}; nothing was changed") from exc
+        except CallFailed as exc:
+            raise ApplyRefused(f"the transform {exc.args[0].removeprefix('the function ')}; nothing was changed") \
+                from exc
+
+    return run
 
 
 def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
@@ -797,13 +902,16 @@ def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
     return members
 
 
-def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Callable[[], None]) -> tuple[float, int]:
+def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Callable[[], None],
+            in_stop: Callable[[], None] | None = None) -> tuple[float, int]:
     """Stop the world until it is safe, then *write* and let every thread go (detached).
 
     Returns (pause in µs, retries); raises ApplyRefused, naming the busy
     functions and threads, when it is still not safe after *timeout*.
     Everything the check needs is prepared before the stop: the unwind
-    tables, the map index, the busy ranges.
+    tables, the map index, the busy ranges.  *in_stop* runs once it is
+    safe, right before *write* (migrations); if it raises, the world goes
+    on unchanged.
     """
     deadline = time.monotonic() + timeout
     retries = 0
@@ -827,6 +935,12 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
             stacks = stack_ranges(registers, maps)
         found = busy_threads(session.pid, registers, stacks, ranges, frames, maps)
         if not found:
+            if in_stop is not None:
+                try:
+                    in_stop()  # migrations: may refuse, then nothing was written
+                except BaseException:
+                    session.group.resume_all()
+                    raise
             write()
             session.group.detach_all()
             return (time.perf_counter_ns() - first_stop) / 1000, retries
@@ -874,13 +988,19 @@ def _wait_for_a_change(pid: int, found: list[BusyThread], deadline: float, held:
 # -- revert and status ---------------------------------------------------------------
 
 
-def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) -> list[ApplyReport]:
+def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
+                 pre_hooks: bool = True) -> list[ApplyReport]:
     """Send every entry the patch (and its set: they share one commit byte) redirected back to the old code;
     the regions stay mapped.
 
     The commit is one byte (reverted): from then on the gates run the old
     functions, and the entries get their original bytes back in the same
     stop.  The regions stay: the process may hold pointers into them.
+    PRE_REVERT hooks run first (non-zero refuses; not when *pre_hooks* is
+    false: the revert after a failed POST_APPLY hook), POST_REVERT hooks
+    after.  A variable migrated because its initial value changed gets the
+    value the new code left (same size); other migrated variables keep what
+    they held when the patch was applied.
     """
     started = time.perf_counter()
     check_system(pid)
@@ -916,13 +1036,29 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0) ->
             for address, desired in fixes:
                 memory.write(address, desired)
 
-        pause_us, retries = _commit(session, busy, timeout, write)
+        hooks = _run_recorded_hooks(session, members, "pre_revert") if pre_hooks else []
+        moved_back = [(old, new, size) for patch in members for _name, _file, kind, old, new, size in patch.migrations
+                      if kind == "value"]
+
+        def copy_back() -> None:
+            for old, new, size in moved_back:
+                memory.write(old, memory.read(new, size))
+
+        pause_us, retries = _commit(session, busy, timeout, write, copy_back)
         _remove_leftovers(session, leftovers)
+        try:
+            hooks += _run_recorded_hooks(session, members, "post_revert")
+        except ApplyRefused as exc:
+            raise ApplyRefused(f"{exc}; the revert itself is done (the old code runs)") from exc
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
-                            total_ms, retries) for patch in members]
+                            total_ms, retries, hooks) for patch in members]
     finally:
         session.close()
+
+
+def _run_recorded_hooks(session: _Session, patches: list[AppliedPatch], kind: str) -> list[dict[str, object]]:
+    return _run_hooks(session, [Hooks.from_record(patch.hooks) for patch in patches], kind)
 
 
 def _recorded(pid: int) -> list[AppliedPatch]:

@@ -107,6 +107,11 @@ def _print_reports(reports: list[ApplyReport], as_json: bool) -> None:
         print(f"process {report.pid}: {report.result} patch {report.patch_id[:16]} "
               f"({len(report.functions)} functions: {', '.join(demangle(name) for name in report.functions)}); "
               f"paused {report.pause_us:.0f} µs, {report.total_ms:.1f} ms in all")
+        for hook in report.hooks:
+            returned = f" returned {hook['returned']}" if hook["returned"] is not None else ""
+            print(f"  {str(hook['kind']).replace('_', '-')} hook {hook['name']}{returned} ({hook['ms']} ms)")
+        for migration in report.migrations:
+            print(f"  {migration['file']}: {migration['name']} ({migration['kind']}): {migration['outcome']}")
 
 
 def read_trusted_patch(path: str) -> PatchObject:

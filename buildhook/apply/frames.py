@@ -94,7 +94,15 @@ def find_unwinder(target: MappedObject, objects: list[MappedObject],
             for mapping in (m for m in item.mappings if m.executable):
                 ranges[mapping.start] = BusyRange(mapping.start, mapping.end,
                                                   f"the unwinder ({os.path.basename(item.path)})")
-        try:  # every allocator loaded: glibc's, and a jemalloc or tcmalloc that interposes it
+    ranges.update({start: found for start, found in _allocators(objects).items() if start not in ranges})
+    return Unwinder(register.address, deregister.address, register.library, RangeSet(_disjoint(ranges)))
+
+
+def _allocators(objects: list[MappedObject]) -> dict[int, BusyRange]:
+    """The code of every allocator loaded: glibc's, and a jemalloc or tcmalloc that interposes it."""
+    ranges: dict[int, BusyRange] = {}
+    for item in objects:
+        try:
             exports = dynamic_exports(item.file_bytes)
         except Exception:  # noqa: BLE001, S112 - an object whose symbols cannot be read has no allocator to avoid
             continue
@@ -103,7 +111,13 @@ def find_unwinder(target: MappedObject, objects: list[MappedObject],
             if export is not None and export.size:
                 start = item.bias + export.value
                 ranges.setdefault(start, BusyRange(start, start + export.size, f"the allocator ({name})"))
-    return Unwinder(register.address, deregister.address, register.library, RangeSet(_disjoint(ranges)))
+    return ranges
+
+
+def allocator_code(objects: list[MappedObject]) -> RangeSet:
+    """Where a thread that runs a hook must not be stopped: inside the allocator, which the hook may call
+    (it would wait for a lock the thread holds itself)."""
+    return RangeSet(_disjoint(_allocators(objects)))
 
 
 def _disjoint(ranges: dict[int, BusyRange]) -> list[BusyRange]:

@@ -71,6 +71,8 @@ class AppliedPatch:
     unwind: list[int] = field(default_factory=list)  # [register, deregister] thunks of its unwind tables (frames.py)
     flag_at: int = 0     # the commit byte its gates test, when not its own: its patch set's (the first member's)
     patch_set: list[str] = field(default_factory=list)  # ids of the patches committed with it, itself included
+    hooks: dict[str, list[list]] = field(default_factory=dict)  # kind → [name, run-time address] (datachange.py)
+    migrations: list[list] = field(default_factory=list)  # [name, file, kind, old, new, old size] of moved variables
     flag: int = -1       # read from the process, not part of the record (-1: unreadable)
 
     @property
@@ -84,6 +86,7 @@ class AppliedPatch:
             "code": [self.code_start, self.code_end], "applied_at": self.applied_at, "po": self.po_name,
             "control": self.control, "replaces": self.replaces, "variables": self.variables, "text": self.text,
             "unwind": self.unwind, "flag_at": self.flag_at, "patch_set": self.patch_set,
+            "hooks": self.hooks, "migrations": self.migrations,
             "functions": [vars(function) for function in self.functions],
         }
         data = json.dumps(record, sort_keys=True).encode("utf-8")
@@ -102,7 +105,7 @@ class AppliedPatch:
                    [RedirectedFunction(**function) for function in record["functions"]],
                    record["applied_at"], record.get("po", ""), record["control"], record["replaces"],
                    record["variables"], record["text"], record.get("unwind", []), record.get("flag_at", 0),
-                   record.get("patch_set", []))
+                   record.get("patch_set", []), record.get("hooks", {}), record.get("migrations", []))
 
     @property
     def commit_flag(self) -> int:
@@ -114,6 +117,7 @@ class AppliedPatch:
             "patch_id": self.patch_id, "from": self.from_release, "to": self.to_release,
             "target_build_id": self.target_build_id, "applied_at": self.applied_at,
             "region": [hex(self.region_start), hex(self.region_end)], "patch_set": self.patch_set,
+            "migrated": [{"name": name, "file": file, "kind": kind} for name, file, kind, *_ in self.migrations],
             "functions": [{"name": f.name, "file": f.file, "address": hex(f.address),
                            "redirected_to": hex(f.destination)} for f in self.replaced_functions],
         }
