@@ -51,10 +51,13 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+from buildhook.bundled import include_dir
+
 CASES = Path(__file__).resolve().parents[1] / "cases"
 DEFAULT_INPUT = CASES / "default-input"
 BIN_DIR = Path(sys.executable).parent
 BINARY = "prog"
+INCLUDE_DIR = include_dir()  # buildhook.h, for the data-change cases
 ARCHIVE = "libcase.a"
 RELEASE = "old"
 DIFF_STATUS = {"patch": 0, "no-change": 3, "refused": 2}
@@ -87,6 +90,8 @@ class Expectation:
     new_data: set[str]
     refused: set[tuple[str, str]]
     warnings: set[tuple[str, str]]
+    migrated: set[tuple[str, str]] = field(default_factory=set)  # (file:variable, kind)
+    hooks: set[tuple[str, str]] = field(default_factory=set)     # (file:function, kind)
 
 
 @dataclass
@@ -149,6 +154,8 @@ def _expectation(folder: Path, expect: dict) -> Expectation:
         new_data=set(expect.get("new_data", [])),
         refused={(item["symbol"], item["rule"]) for item in expect.get("refused", [])},
         warnings={(item["symbol"], item["rule"]) for item in expect.get("warnings", [])},
+        migrated={(item["symbol"], item["kind"]) for item in expect.get("migrated", [])},
+        hooks={(item["symbol"], item["kind"]) for item in expect.get("hooks", [])},
     )
 
 
@@ -214,7 +221,8 @@ def build_version(case: Case, sources: Path, folder: Path, env: dict[str, str],
     for source in _sources(folder):
         obj = source.with_suffix(".o").name
         compiler = "buildhook-c++" if source.suffix == ".cpp" else "buildhook-cc"
-        _check(run([compiler, *case.cflags, "-Wall", "-c", source.name, "-o", obj], env, folder),
+        _check(run([compiler, *case.cflags, "-Wall", "-I", str(INCLUDE_DIR), "-c", source.name, "-o", obj], env,
+                   folder),
                quiet=case.warnings_fatal)
         (members if source.name in case.archive else objects).append(obj)
     if members:
@@ -306,11 +314,13 @@ def report_mismatches(built: BuiltCase) -> list[str]:
         "new_data": _symbols(report.get("new_data", [])),
         "refused": _reasons(report.get("refused", [])),
         "warnings": _reasons(report.get("warnings", [])),
+        "migrated": {(f"{m['file']}:{m['name']}", m["kind"]) for m in report.get("migrated", [])},
+        "hooks": {(f"{h['file']}:{h['name']}", h["kind"]) for h in report.get("hooks", [])},
     }
     wanted = {
         "outcome": expect.outcome, "exit status": DIFF_STATUS[expect.outcome], "replaced": expect.replaced,
         "new_functions": expect.new_functions, "new_data": expect.new_data, "refused": expect.refused,
-        "warnings": expect.warnings,
+        "warnings": expect.warnings, "migrated": expect.migrated, "hooks": expect.hooks,
     }
     return [f"{key}: expected {wanted[key]!r}, diff said {found[key]!r}" for key in wanted if wanted[key] != found[key]]
 

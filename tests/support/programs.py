@@ -9,11 +9,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildhook.bundled import include_dir
 from tests.conftest import BIN_DIR, run
 
 PROGRAMS = Path(__file__).resolve().parent.parent / "apply_programs"
 BUILDHOOK = str(BIN_DIR / "buildhook")
-CFLAGS = ["-O2", "-g", "-Wall", "-pthread"]
+CFLAGS = ["-O2", "-g", "-Wall", "-pthread", "-I", str(include_dir())]  # buildhook.h for the data-change programs
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Releases:
     old: Path
     patches: dict[str, Path]
     env: dict[str, str]
+    binaries: dict[str, Path] | None = None  # each version's own build (build_releases), for differential checks
 
 
 def build_env(store: Path) -> dict[str, str]:
@@ -38,18 +40,21 @@ def build_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases
     env = build_env(root / "store")
     work = root / name
     work.mkdir(parents=True)
-    patches = {}
+    patches, binaries = {}, {}
     for version in ("old", *versions):
         shutil.copy2(PROGRAMS / name / version / "main.c", work / "main.c")
         run(["buildhook-cc", *CFLAGS, "-c", "main.c", "-o", "main.o"], env, cwd=work)
         run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
+        binaries[version] = root / f"{name}-{version}"
+        if version != "old":
+            shutil.copy2(work / "prog", binaries[version])
         if version == "old":
             run([BUILDHOOK, "release", "old"], env)
             shutil.copy2(work / "prog", root / f"{name}-old")
         else:
             patches[version] = root / f"{name}-{version}.po"
             shutil.copy2(work / "prog.from-old.po", patches[version])
-    return Releases(root / f"{name}-old", patches, env)
+    return Releases(root / f"{name}-old", patches, env, binaries)
 
 
 def build_library_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases:

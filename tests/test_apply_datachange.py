@@ -1,0 +1,227 @@
+"""Data changes applied live (docs/data-changes.md), checked by behaviour against the new build.
+
+* migrate: a histogram that grows is moved to new storage when its running
+  bytes are still its initial ones, and refused (the process untouched) once
+  the process has written it; a tunable whose initial value changed gets the
+  new value, or keeps the one the process set (and gets it back on revert).
+* hooks: a table that grows is migrated by its BUILDHOOK_TRANSFORM with the
+  entries the process had; PRE hooks refuse (nothing changed), POST hooks run
+  and their output is in ``apply --json``; a POST_APPLY hook that faults gets
+  the patch reverted, and the process lives on.
+* shadow: a new field on connections that were created before the patch, a
+  table that survives a replacing cumulative patch and is emptied by revert.
+
+Each patched process must answer exactly as a fresh process of the new
+build given the same commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.programs import BUILDHOOK, LineProgram, Releases, build_releases
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
+
+
+@pytest.fixture(scope="module")
+def migrate(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    return build_releases("migrate", tmp_path_factory.mktemp("migrate"), ("new",))
+
+
+@pytest.fixture(scope="module")
+def hooks(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    return build_releases("hooks", tmp_path_factory.mktemp("hooks"), ("new", "crashy"))
+
+
+@pytest.fixture(scope="module")
+def shadow(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    return build_releases("shadow", tmp_path_factory.mktemp("shadow"), ("new", "newer"))
+
+
+def buildhook(releases: Releases, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BUILDHOOK, *args], env=releases.env, capture_output=True, text=True, timeout=60)
+
+
+def apply(releases: Releases, version: str, pid: int) -> dict:
+    result = buildhook(releases, "apply", str(releases.patches[version]), "--pid", str(pid), "--json")
+    assert result.returncode == 0, result.stderr
+    [report] = json.loads(result.stdout)
+    return report
+
+
+def answers(program: LineProgram, commands: list[str]) -> list[str]:
+    return [program.ask(command) for command in commands]
+
+
+def fresh_answers(binary: Path, commands: list[str]) -> list[str]:
+    program = LineProgram(binary)
+    try:
+        return answers(program, commands)
+    finally:
+        program.stop()
+
+
+def snapshot(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def outcomes(report: dict) -> dict[str, str]:
+    return {m["name"]: m["outcome"] for m in report["migrations"]}
+
+
+# -- automatic migration --------------------------------------------------------------
+
+MIGRATE_COMMANDS = ["s 3", "s 1000", "s 40000", "p", "l", "L 0", "l"]
+
+
+def test_grown_variable_is_moved_when_it_still_holds_its_initial_value(migrate: Releases) -> None:
+    process = LineProgram(migrate.old)
+    try:
+        report = apply(migrate, "new", process.process.pid)
+        assert outcomes(report) == {"histogram": "migrated: new initial value", "limit": "migrated: new initial value"}
+        assert answers(process, MIGRATE_COMMANDS) == fresh_answers(migrate.binaries["new"], MIGRATE_COMMANDS)
+    finally:
+        process.stop()
+
+
+def test_grown_variable_the_process_changed_is_refused_and_nothing_changes(migrate: Releases) -> None:
+    process = LineProgram(migrate.old)
+    try:
+        assert process.ask("s 5") == "ok"
+        before = snapshot(process.process.pid)
+        result = buildhook(migrate, "apply", str(migrate.patches["new"]), "--pid", str(process.process.pid))
+        assert result.returncode == 2, result.stderr
+        assert "histogram (main.c) has changed since the process started" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert snapshot(process.process.pid) == before
+        assert process.ask("p") == "0 0 0 1 0 0 0 0 "  # the old code, on the old data
+        assert "no patches applied" in buildhook(migrate, "status", "--pid", str(process.process.pid)).stdout
+    finally:
+        process.stop()
+
+
+def test_tunable_the_process_set_keeps_its_running_value_and_gets_it_back_on_revert(migrate: Releases) -> None:
+    process = LineProgram(migrate.old)
+    try:
+        assert process.ask("L 9") == "ok"
+        report = apply(migrate, "new", process.process.pid)
+        assert outcomes(report)["limit"] == "running value kept"
+        assert process.ask("l") == "limit 9"
+        assert process.ask("L 7") == "ok"  # the new code writes the new storage
+        assert buildhook(migrate, "revert", "--pid", str(process.process.pid)).returncode == 0
+        assert process.ask("l") == "limit 7"  # the old code reads the old storage, given the value back
+        assert process.ask("L 0") == "ok" and process.ask("l") == "limit 0"  # the old code's rule again
+    finally:
+        process.stop()
+
+
+# -- transform and hooks ------------------------------------------------------------
+
+def test_transform_carries_the_entries_and_hooks_report(hooks: Releases) -> None:
+    setup = ["a 1 10", "a 2 20", "a 3 30"]
+    later = ["a 4 40", "a 5 50", "a 6 60", "g 1", "g 3", "g 6", "n"]
+    process = LineProgram(hooks.old)
+    try:
+        answers(process, setup)
+        report = apply(hooks, "new", process.process.pid)
+        assert process._line() == "applied with 3 entries"  # the POST_APPLY hook, in the target
+        assert [(h["kind"], h["name"], h["returned"]) for h in report["hooks"]] == \
+            [("pre_apply", "table_idle", 0), ("post_apply", "report_applied", None)]
+        assert report["hooks"][1]["output"] == "applied with 3 entries\n"
+        assert outcomes(report) == {"table": "transformed"}
+        assert answers(process, later) == fresh_answers(hooks.binaries["new"], setup + later)[len(setup):]
+    finally:
+        process.stop()
+
+
+def test_pre_apply_hook_refuses_with_nothing_changed(hooks: Releases) -> None:
+    process = LineProgram(hooks.old)
+    try:
+        assert process.ask("b 1") == "busy 1"
+        before = snapshot(process.process.pid)
+        result = buildhook(hooks, "apply", str(hooks.patches["new"]), "--pid", str(process.process.pid))
+        assert result.returncode == 2
+        assert "pre-apply hook table_idle returned 1" in result.stderr and "nothing was changed" in result.stderr
+        assert snapshot(process.process.pid) == before  # the region it ran in is gone again
+        assert answers(process, ["a 1 1", "a 2 2", "a 3 3", "a 4 4", "a 5 5"])[-1] == "slot -1"  # old: 4 slots
+        assert process.ask("b 0") == "busy 0"
+        apply(hooks, "new", process.process.pid)
+        assert process._line() == "applied with 4 entries"
+        assert process.ask("a 5 5") == "slot 4"
+    finally:
+        process.stop()
+
+
+def test_pre_revert_hook_refuses_and_post_revert_hook_runs(hooks: Releases) -> None:
+    process = LineProgram(hooks.old)
+    try:
+        apply(hooks, "new", process.process.pid)
+        assert process._line() == "applied with 0 entries"
+        assert process.ask("b 1") == "busy 1"
+        refused = buildhook(hooks, "revert", "--pid", str(process.process.pid))
+        assert refused.returncode == 2 and "pre-revert hook table_idle returned 1" in refused.stderr
+        assert process.ask("a 1 1") == "slot 0" and process.ask("b 0") == "busy 0"
+        reverted = buildhook(hooks, "revert", "--pid", str(process.process.pid), "--json")
+        assert reverted.returncode == 0, reverted.stderr
+        assert process._line() == "reverted with 1 entries"
+        [report] = json.loads(reverted.stdout)
+        assert [h["kind"] for h in report["hooks"]] == ["pre_revert", "post_revert"]
+    finally:
+        process.stop()
+
+
+def test_post_apply_hook_that_faults_gets_the_patch_reverted(hooks: Releases) -> None:
+    process = LineProgram(hooks.old)
+    try:
+        answers(process, ["a 1 1", "a 2 2"])
+        result = buildhook(hooks, "apply", str(hooks.patches["crashy"]), "--pid", str(process.process.pid))
+        assert result.returncode == 2
+        assert "post-apply hook report_applied faulted (SIGSEGV" in result.stderr
+        assert "the patch was reverted" in result.stderr
+        assert process._line() == "applied with 2 entries"  # what it printed before the fault
+        assert process._line() == "reverted with 2 entries"  # its POST_REVERT hook, run by that revert
+        assert process.process.poll() is None
+        assert answers(process, ["a 3 3", "a 4 4", "a 5 5", "g 2"]) == ["slot 2", "slot 3", "slot -1", "value 2"]
+        status = buildhook(hooks, "status", "--pid", str(process.process.pid))
+        assert "reverted" in status.stdout
+    finally:
+        process.stop()
+
+
+# -- shadow variables ---------------------------------------------------------------
+
+def test_shadow_field_on_objects_created_before_the_patch(shadow: Releases) -> None:
+    setup = ["c", "c", "c"]
+    later = ["h 0", "h 0", "h 1", "d 1", "c", "h 3", "h 0"]
+    process = LineProgram(shadow.old)
+    try:
+        answers(process, setup)
+        apply(shadow, "new", process.process.pid)
+        assert answers(process, later) == fresh_answers(shadow.binaries["new"], setup + later)[len(setup):]
+    finally:
+        process.stop()
+
+
+def test_shadow_table_survives_a_replacing_patch_and_revert_frees_it(shadow: Releases) -> None:
+    process = LineProgram(shadow.old)
+    try:
+        process.ask("c")
+        apply(shadow, "new", process.process.pid)
+        assert process.ask("h 0") == "conn 0 hits 1"
+        apply(shadow, "newer", process.process.pid)  # replaces "new": its table is kept
+        assert process.ask("h 0") == "conn 0 hits 2"
+        reverted = buildhook(shadow, "revert", "--pid", str(process.process.pid), "--json")
+        assert reverted.returncode == 0, reverted.stderr
+        [report] = json.loads(reverted.stdout)
+        assert [h["name"] for h in report["hooks"]] == ["buildhook__shadow_release"]
+        assert process.ask("h 0") == "conn 0"
+        apply(shadow, "newer", process.process.pid)
+        assert process.ask("h 0") == "conn 0 hits 1"  # the fields went with the revert
+    finally:
+        process.stop()
