@@ -106,6 +106,23 @@ def test_grown_variable_the_process_changed_is_refused_and_nothing_changes(migra
         process.stop()
 
 
+def test_grown_variable_a_heap_pointer_reaches_is_refused(migrate: Releases) -> None:
+    """Its bytes are still the initial ones, but a pointer into it was handed out: moved, that pointer would
+    keep reaching the old storage."""
+    process = LineProgram(migrate.old)
+    try:
+        assert process.ask("k") == "ok"
+        before = snapshot(process.process.pid)
+        result = buildhook(migrate, "apply", str(migrate.patches["new"]), "--pid", str(process.process.pid))
+        assert result.returncode == 2, result.stderr
+        assert "variable histogram (main.c) cannot move to new storage: a word at" in result.stderr
+        assert "[heap]) points into it" in result.stderr
+        assert snapshot(process.process.pid) == before
+        assert process.ask("s 5") == "ok" and process.ask("p") == "0 0 0 1 0 0 0 0 "
+    finally:
+        process.stop()
+
+
 def test_tunable_the_process_set_keeps_its_running_value_and_gets_it_back_on_revert(migrate: Releases) -> None:
     process = LineProgram(migrate.old)
     try:

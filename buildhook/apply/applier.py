@@ -86,6 +86,8 @@ from buildhook.apply.safety import (
     MapIndex,
     RangeSet,
     busy_threads,
+    find_word,
+    scan_memory,
     stack_ranges,
     unwind_tables,
 )
@@ -812,6 +814,7 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
                     if member.plan.unwinder is not None:
                         _register_frames(session, member.plan)
             hooks = _run_member_hooks(session, members, "pre_apply")
+            _check_no_pointers_into_moved(session, members)
             busy = [item for member in members
                     for item in _busy_ranges(member.planned, member.records.live, member.records.leftovers)]
             migrated: list[dict[str, object]] = []
@@ -860,15 +863,90 @@ def _run_hooks(session: _Session, hook_sets: list[Hooks], kind: str) -> list[dic
     return results
 
 
+MIGRATION_SCAN_LIMIT = 16 << 30  # resident writable bytes read (before the stop) to look for pointers to moved data
+
+
+def _moved(members: list[_Member]) -> list[Migration]:
+    return [m for member in members if member.plan is not None and member.reused is None
+            for m in member.plan.migrations if not m.done_before]
+
+
+def _moved_ranges(moved: list[Migration]) -> RangeSet:
+    return RangeSet(sorted((BusyRange(m.old, m.old + max(m.old_size, 1), f"{m.name} ({m.file})") for m in moved),
+                           key=lambda r: r.start))
+
+
+def _pointer_refusal(pid: int, label: str, address: int) -> ApplyRefused:
+    mapping = next((m for m in read_maps(pid) if m.start <= address < m.end), None)
+    place = f" ({mapping.path or 'anonymous memory'})" if mapping is not None else ""
+    return ApplyRefused(f"variable {label} cannot move to new storage: a word at {address:#x}{place} points into "
+                        "it, and would keep reaching the old one; nothing was changed")
+
+
+def _check_no_pointers_into_moved(session: _Session, members: list[_Member]) -> None:
+    """No word of the process's writable memory (heap, data, other threads' stacks…) may point into a
+    variable about to move: it would keep reaching the old storage.
+
+    Read before the commit's stop, but for the threads' stacks: their dead
+    parts hold stale words (a frame that has returned), so their mappings
+    (found in a brief stop, by each thread's stack pointer) are left out
+    here, and their live parts and the registers are checked in the commit's
+    stop (_pointers_in_stacks).  A word that only looks like such a pointer
+    refuses too, which is safe.
+    """
+    moved = _moved(members)
+    if not moved:
+        return
+    session.group.seize_all()
+    try:
+        session.group.stop_all()
+    except ThreadWontStop as exc:
+        raise ApplyRefused(f"{exc}, so the process's memory cannot be checked for pointers into variables about "
+                           "to move; nothing was changed") from exc
+    try:
+        registers = [ptrace.get_registers(tid).rsp for tid in session.group.stopped]
+    finally:
+        session.group.resume_all()
+    index = MapIndex(read_maps(session.pid))
+    stacks = tuple({(m.start, m.end) for rsp in registers if (m := index.find(rsp)) is not None})
+    found = scan_memory(session.pid, _moved_ranges(moved), entries=True,
+                        skip=tuple((m.old, m.old + m.old_size) for m in moved) + stacks,
+                        limit=MIGRATION_SCAN_LIMIT, holder="a word")
+    if found is not None:
+        label, where = found
+        if label == "unscanned memory":
+            raise ApplyRefused(f"variables cannot be moved to new storage unchecked: {where}; nothing was changed")
+        raise _pointer_refusal(session.pid, label, int(where.rsplit(" ", 1)[1], 16))
+
+
+def _pointers_in_stacks(pid: int, moved: list[Migration], registers: dict[int, ptrace.Registers],
+                        stacks: dict[int, tuple[int, int]]) -> None:
+    """The commit's stop: no register and no word of a live stack may point into a variable about to move."""
+    ranges = _moved_ranges(moved)
+    for regs in registers.values():
+        for value in regs.values:
+            hit = ranges.find(value)
+            if hit is not None:
+                raise ApplyRefused(f"variable {hit.label} cannot move to new storage: a thread holds a pointer "
+                                   "into it in a register; nothing was changed")
+    for (start, _size), data in zip(stacks.values(), ptrace.read_ranges(pid, list(stacks.values()))):
+        found = find_word(data, ranges)
+        if found is not None:
+            raise _pointer_refusal(pid, found[1].label, start + found[0])
+
+
 def _migrate_in_stop(session: _Session, members: list[_Member], outcomes: list[dict[str, object]]) \
-        -> Callable[[], None]:
+        -> Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None]:
     """What runs with the world stopped, right before the commit's writes: every member's migrations."""
     migrations = [m for member in members if member.plan is not None and member.reused is None
                   for m in member.plan.migrations]
+    moved = _moved(members)
 
-    def run() -> None:
+    def run(registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]]) -> None:
         if not migrations:
             return
+        if moved:
+            _pointers_in_stacks(session.pid, moved, registers, stacks)
         try:
             outcomes[:] = migrate(migrations, session.memory.read, session.memory.write, session.call_stopped)
         except MigrationRefused as exc:
@@ -903,7 +981,8 @@ def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
 
 
 def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Callable[[], None],
-            in_stop: Callable[[], None] | None = None) -> tuple[float, int]:
+            in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None = None) \
+        -> tuple[float, int]:
     """Stop the world until it is safe, then *write* and let every thread go (detached).
 
     Returns (pause in µs, retries); raises ApplyRefused, naming the busy
@@ -937,7 +1016,7 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
         if not found:
             if in_stop is not None:
                 try:
-                    in_stop()  # migrations: may refuse, then nothing was written
+                    in_stop(registers, stacks)  # migrations: may refuse, then nothing was written
                 except BaseException:
                     session.group.resume_all()
                     raise
@@ -1040,7 +1119,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
         moved_back = [(old, new, size) for patch in members for _name, _file, kind, old, new, size in patch.migrations
                       if kind == "value"]
 
-        def copy_back() -> None:
+        def copy_back(_registers: dict, _stacks: dict) -> None:
             for old, new, size in moved_back:
                 memory.write(old, memory.read(new, size))
 

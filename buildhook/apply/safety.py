@@ -473,16 +473,19 @@ def _resident(pagemap: int | None, mapping: Mapping) -> list[tuple[int, int]]:
             for run in RESIDENT.finditer(entries[7::8])]
 
 
-def scan_memory(pid: int, ranges: RangeSet) -> tuple[str, str] | None:
-    """(label, where) of a word in writable memory pointing into a busy range (not at its first byte);
-    or of the reason the memory could not be scanned; None when nothing points there."""
+def scan_memory(pid: int, ranges: RangeSet, entries: bool = False, skip: tuple[tuple[int, int], ...] = (),
+                limit: int = MEMORY_SCAN_LIMIT, holder: str = "parked stack or saved context") -> tuple[str, str] | None:
+    """(label, where) of a word in writable memory pointing into a busy range (with *entries*, at its
+    first byte too); or of the reason the memory could not be scanned; None when nothing points there.
+    Words inside *skip* ([start, end) ranges) are not looked at; more than *limit* bytes to read is a
+    reason."""
     try:
         maps = [mapping for mapping in read_maps(pid) if _scanned(mapping)]
     except ProcessError:
         return "unscanned memory", "the memory map cannot be read"
     if sum(mapping.size for mapping in maps if _private_anonymous(mapping)) > MAPPED_SCAN_LIMIT:
         return "unscanned memory", f"more than {MAPPED_SCAN_LIMIT >> 30} GiB of writable memory to scan"
-    too_much = "unscanned memory", f"more than {MEMORY_SCAN_LIMIT >> 20} MiB of resident writable memory to scan"
+    too_much = "unscanned memory", f"more than {limit >> 20} MiB of resident writable memory to scan"
     try:
         pagemap: int | None = os.open(f"{proc_dir(pid)}/pagemap", os.O_RDONLY)
     except OSError:
@@ -498,23 +501,40 @@ def scan_memory(pid: int, ranges: RangeSet) -> tuple[str, str] | None:
             else:
                 todo.append((mapping.start, mapping.end, False))
                 total += mapping.size
-            if total > MEMORY_SCAN_LIMIT:
+            if total > limit:
                 return too_much
     finally:
         if pagemap is not None:
             os.close(pagemap)
     pieces = [(address, min(end, address + READ_PIECE) - address, anonymous)
-              for start, end, anonymous in todo for address in range(start, end, READ_PIECE)]
+              for start, end, anonymous in _without(todo, skip) for address in range(start, end, READ_PIECE)]
     contents = (data for batch in _read_batches(pid, [(a, s) for a, s, _ in pieces], READ_PIECE * 2)
                 for data in batch)  # read as scanned: what is held stays bounded
     for (address, size, anonymous), data in zip(pieces, contents):
         if len(data) != size and anonymous:
             return "unscanned memory", f"anonymous memory at {address:#x} unreadable"
-        found = find_word(data, ranges, ranges.entries)  # a file mapping: what can be read
+        found = find_word(data, ranges, frozenset() if entries else ranges.entries)  # a file mapping: what can be read
         if found is not None:
             offset, hit = found
-            return hit.label, f"parked stack or saved context at {address + offset:#x}"
+            return hit.label, f"{holder} at {address + offset:#x}"
     return None
+
+
+def _without(todo: list[tuple[int, int, bool]], skip: tuple[tuple[int, int], ...]) -> list[tuple[int, int, bool]]:
+    """The ranges of *todo* with every *skip* range cut out (a page-aligned range may hold part of one)."""
+    for cut_start, cut_end in skip:
+        cut_start, cut_end = cut_start & ~7, (cut_end + 7) & ~7  # the words scanned stay aligned
+        kept = []
+        for start, end, anonymous in todo:
+            if cut_end <= start or end <= cut_start:
+                kept.append((start, end, anonymous))
+                continue
+            if start < cut_start:
+                kept.append((start, cut_start, anonymous))
+            if cut_end < end:
+                kept.append((cut_end, end, anonymous))
+        todo = kept
+    return todo
 
 
 def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]],

@@ -1,5 +1,6 @@
 /* Data migration: a histogram that grows (size), a tunable whose initial value changes (value).
- * Commands: "s MS" records a sample, "p" prints the histogram, "l" the limit, "L N" sets it. */
+ * Commands: "s MS" records a sample, "p" prints the histogram, "l" the limit, "L N" sets it,
+ * "k" keeps a pointer into the histogram on the heap. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -21,6 +22,14 @@ __attribute__((noinline)) void print_histogram(void)
     printf("\n");
 }
 
+/* Hands out a pointer into the histogram, kept on the heap: it would outlive a move. */
+unsigned **kept;
+__attribute__((noinline)) void keep(void)
+{
+    kept = malloc(sizeof *kept);
+    *kept = &histogram[2];
+}
+
 __attribute__((noinline)) int get_limit(void) { return limit < 100 ? limit : 100; }
 __attribute__((noinline)) void set_limit(int value) { limit = value > 0 ? value : 1; }
 
@@ -35,6 +44,9 @@ int main(void)
             printf("ok\n");
         } else if (command == 'p') {
             print_histogram();
+        } else if (command == 'k') {
+            keep();
+            printf("ok\n");
         } else if (command == 'l') {
             printf("limit %d\n", get_limit());
         } else if (command == 'L' && scanf("%d", &value) == 1) {
