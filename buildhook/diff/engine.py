@@ -33,7 +33,7 @@ from buildhook.diff.base import BaseProgram
 from buildhook.diff.bodies import BodyPart, FunctionBody, function_bodies
 from buildhook.diff.compare import ObjectComparison
 from buildhook.diff.instructions import code_index
-from buildhook.diff.layout import type_changes
+from buildhook.diff.layout import cached_type_layouts, functions_using, type_changes
 from buildhook.diff.pairing import ObjectPair, pair_objects
 from buildhook.diff.users import users_of
 from buildhook.diff.targets import (
@@ -138,6 +138,7 @@ class PatchPlanner:
         self.markers: dict[int, markers.Markers] = {}  # buildhook.h's requests, of each changed object
         self.migrations: dict[tuple[int, str], model.MigrationEntry] = {}  # variables moved to new storage
         self._transforms: dict[tuple[int, str], tuple[int, Symbol]] = {}  # (unit, variable) → (unit, function)
+        self.covered_layouts: set[str] = set()  # changed record types BUILDHOOK_LAYOUT_CHANGE covers
 
     # -- the algorithm -------------------------------------------------------
 
@@ -150,6 +151,7 @@ class PatchPlanner:
         self.base = BaseProgram(self.store, self.base_link)
         self.find_changed_data()
         self.seed_changed_functions()
+        self.include_type_users()
         self.plan_migrations()
         self.include_hooks()
         self.include_references()
@@ -239,14 +241,52 @@ class PatchPlanner:
         for unit in self.units:
             if unit.old is None:
                 continue
-            for type_name, rule, description in type_changes(unit.old, unit.new):
+            assert unit.pair.old is not None and unit.pair.new is not None
+            cache = self.store.cache_dir
+            old = cached_type_layouts(cache, unit.pair.old.sha256, unit.old)
+            new = cached_type_layouts(cache, unit.pair.new.sha256, unit.new)
+            for type_name, rule, description in type_changes(old, new):
                 changes.setdefault((type_name, rule, description), []).append(unit.file)
+        covered = self._layout_changes_covered()
         for (type_name, rule, description), files in changes.items():
+            if rule == model.STRUCT_LAYOUT_CHANGED and type_name in covered:
+                self.covered_layouts.add(type_name)  # its users are replaced (include_type_users)
+                continue
             also = f"; also defined in {', '.join(files[1:])}" if len(files) > 1 else ""
             what = "values" if rule == model.ENUM_VALUES_CHANGED else "layout"
+            remedy = "" if rule == model.ENUM_VALUES_CHANGED else (
+                f"; if no instance of the old layout can be live when the patch goes in (a PRE_APPLY "
+                f"quiescence check, shadow variables, a transform of each global), "
+                f"BUILDHOOK_LAYOUT_CHANGE({type_name}) lets it go, every function using it replaced")
             self.refuse(type_name, files[0], rule,
                         f"{what} of {type_name} changed ({description}); code and data of the running "
-                        f"release would be read wrongly{also}")
+                        f"release would be read wrongly{also}{remedy}")
+
+    def _layout_changes_covered(self) -> set[str]:
+        """The types BUILDHOOK_LAYOUT_CHANGE names, as type names go here: "struct tag", or "typedef name"
+        for a bare name."""
+        covered = set()
+        for found in self.markers.values():
+            for tag in found.layout_changes:
+                tag = " ".join(tag.split())
+                covered.add(tag if tag.split(" ", 1)[0] in ("struct", "union", "class") else f"typedef {tag}")
+        return covered
+
+    def include_type_users(self) -> None:
+        """Every existing function that holds or reaches an instance of a type whose layout change the
+        author covered is replaced: none of them runs old code on the new layout, and none may be on a
+        stack when the patch goes in (the activeness check)."""
+        if not self.covered_layouts:
+            return
+        for unit_index, unit in enumerate(self.units):
+            if unit.old is None:
+                continue
+            users = functions_using(unit.new, self.covered_layouts)
+            names = set().union(*users.values()) if users else set()
+            for body in list(unit.bodies.values()):
+                base = body.name.split(".", 1)[0]
+                if (body.name in names or base in names) and self._old_definition(unit_index, body.symbol):
+                    self._include_function(unit_index, body.name, "replaced")
 
     # -- old definitions -----------------------------------------------------------
 

@@ -16,12 +16,15 @@ uses is refused too (a transformer hook may lift that later).
 from __future__ import annotations
 
 import io
+import json
+import os
+from collections.abc import Iterator
 
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
 from buildhook.diff import model
-from buildhook.elf.objfile import ObjectFile
+from buildhook.elf.objfile import RELA_ENTRY, ObjectFile
 
 Member = tuple[str, int, str]                   # name, offset (bits when a bit-field), type signature
 Layout = tuple[int, tuple[Member, ...]]          # byte size, members
@@ -33,6 +36,7 @@ RECORD_TAGS = {"DW_TAG_structure_type": "struct", "DW_TAG_union_type": "union", 
 QUALIFIERS = {"DW_TAG_const_type": "const", "DW_TAG_volatile_type": "volatile", "DW_TAG_restrict_type": "restrict",
               "DW_TAG_atomic_type": "_Atomic"}
 MAX_DEPTH = 6
+SCOPES = frozenset({"DW_TAG_namespace", "DW_TAG_compile_unit", "DW_TAG_partial_unit"})
 VIRTUAL = "virtual "  # the name of a virtual function's pseudo-member (its offset is its vtable slot)
 
 
@@ -40,8 +44,9 @@ def _debug_relocations_applied(obj: ObjectFile) -> bytes:
     """A copy of the object's file with its .rela.debug_* relocations already applied.
 
     pyelftools can apply them itself, but one construct parse per relocation
-    made this 85 % of a haproxy diff (30 s for 12 objects); the object model
-    has them unpacked already.  In an object every section sits at address 0,
+    made this 85 % of a haproxy diff (30 s for 12 objects); they are unpacked
+    here in bulk, from the packed entries the object model keeps for sections
+    that are not loaded.  In an object every section sits at address 0,
     so a relocation writes S + A (PC-relative types never occur in debug
     sections; an unknown type is left alone, as layouts never read it).
     """
@@ -49,12 +54,13 @@ def _debug_relocations_applied(obj: ObjectFile) -> bytes:
     for section in obj.sections:
         if not section.name.startswith(".debug"):
             continue
-        for rel in section.relocations:
-            width = DEBUG_RELOCATION_WIDTH.get(rel.type)
+        symbols = obj.symbols
+        for offset, info, addend in RELA_ENTRY.iter_unpack(section.raw_relocations):
+            width = DEBUG_RELOCATION_WIDTH.get(info & 0xFFFFFFFF)
             if width is None:
                 continue
-            value = (obj.symbols[rel.symbol].value + rel.addend) & ((1 << (8 * width)) - 1)
-            at = section.file_offset + rel.offset
+            value = (symbols[info >> 32].value + addend) & ((1 << (8 * width)) - 1)
+            at = section.file_offset + offset
             copy[at:at + width] = value.to_bytes(width, "little")
     return bytes(copy)
 
@@ -174,6 +180,19 @@ def enum_values(die: DIE) -> Enumerators:
     return _int(die, "DW_AT_byte_size"), values
 
 
+def _scope_dies(top: DIE) -> Iterator[DIE]:
+    """The DIEs of a unit's file scope, of its namespaces and of its records (nested types), not of its
+    functions: those subtrees (parameters, variables, lexical blocks, inlined calls) are most of a C++
+    object's DWARF, and are skipped unparsed by their DW_AT_sibling.  A type defined inside a function
+    body is local to it: code elsewhere cannot name it."""
+    stack = [top]
+    while stack:
+        for child in stack.pop().iter_children():
+            yield child
+            if child.has_children and (child.tag in SCOPES or child.tag in RECORD_TAGS):
+                stack.append(child)
+
+
 def type_layouts(obj: ObjectFile) -> tuple[dict[str, Layout], dict[str, Enumerators]]:
     """Records and enums defined in an object: ``"struct tag"``/``"typedef name"`` → layout, ``"enum tag"`` → values."""
     elf = ELFFile(io.BytesIO(_debug_relocations_applied(obj)))
@@ -182,7 +201,7 @@ def type_layouts(obj: ObjectFile) -> tuple[dict[str, Layout], dict[str, Enumerat
     if not elf.has_dwarf_info():
         return records, enums
     for unit in elf.get_dwarf_info(relocate_dwarf_sections=False).iter_CUs():
-        for die in unit.iter_DIEs():
+        for die in _scope_dies(unit.get_top_DIE()):
             if "DW_AT_declaration" in die.attributes:
                 continue
             if die.tag in RECORD_TAGS and _name(die) is not None:
@@ -230,10 +249,38 @@ def describe_enum_change(old: Enumerators, new: Enumerators) -> str | None:
     return "; ".join(notes) or None
 
 
-def type_changes(old: ObjectFile, new: ObjectFile) -> list[tuple[str, str, str]]:
+Layouts = tuple[dict[str, Layout], dict[str, Enumerators]]
+CACHE_FORMAT = "type-layouts-2"  # bump when what type_layouts computes changes
+
+
+def cached_type_layouts(cache_dir: str | None, sha256: str, obj: ObjectFile) -> Layouts:
+    """type_layouts of an object, kept under *cache_dir* by its content hash: reading a big C++ object's
+    DWARF takes seconds, and every later diff of the release (and the next release's) reads it again."""
+    if cache_dir is None:
+        return type_layouts(obj)
+    path = os.path.join(cache_dir, CACHE_FORMAT, sha256[:2], sha256 + ".json")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            saved = json.load(stream)
+        return ({name: (size, tuple(tuple(member) for member in members))  # type: ignore[misc]
+                 for name, (size, members) in saved["records"].items()},
+                {name: (size, tuple(tuple(value) for value in values))  # type: ignore[misc]
+                 for name, (size, values) in saved["enums"].items()})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    layouts = type_layouts(obj)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as stream:
+        json.dump({"records": layouts[0], "enums": layouts[1]}, stream)
+    os.replace(temporary, path)  # atomic: a concurrent diff reads the whole file or none
+    return layouts
+
+
+def type_changes(old: Layouts, new: Layouts) -> list[tuple[str, str, str]]:
     """(type name, rule, description) for every type defined in both objects whose layout or values changed."""
-    old_records, old_enums = type_layouts(old)
-    new_records, new_enums = type_layouts(new)
+    old_records, old_enums = old
+    new_records, new_enums = new
     changes = [(name, model.STRUCT_LAYOUT_CHANGED, describe_change(old_records[name], new_records[name]))
                for name in sorted(old_records.keys() & new_records.keys()) if old_records[name] != new_records[name]]
     for name in sorted(old_enums.keys() & new_enums.keys()):
@@ -241,3 +288,89 @@ def type_changes(old: ObjectFile, new: ObjectFile) -> list[tuple[str, str, str]]
         if description is not None:
             changes.append((name, model.ENUM_VALUES_CHANGED, description))
     return changes
+
+
+# -- users of a type (BUILDHOOK_LAYOUT_CHANGE) ------------------------------------------
+
+FUNCTION_SCOPED = frozenset({"DW_TAG_formal_parameter", "DW_TAG_variable"})
+LOOKED_THROUGH = frozenset({"DW_TAG_pointer_type", "DW_TAG_reference_type", "DW_TAG_rvalue_reference_type",
+                            "DW_TAG_typedef", "DW_TAG_array_type", *QUALIFIERS})
+
+
+def _names_type(die: DIE | None, wanted: frozenset[str]) -> str | None:
+    """The wanted record or typedef name *die* reaches through pointers, typedefs, qualifiers, arrays."""
+    for _depth in range(MAX_DEPTH * 2):
+        if die is None:
+            return None
+        if die.tag in RECORD_TAGS and _name(die) is not None:
+            name = f"{RECORD_TAGS[die.tag]} {_name(die)}"
+            return name if name in wanted else None
+        if die.tag == "DW_TAG_typedef" and f"typedef {_name(die)}" in wanted:
+            return f"typedef {_name(die)}"
+        if die.tag not in LOOKED_THROUGH:
+            return None
+        die = _type_of(die)
+    return None
+
+
+def _origin(die: DIE) -> DIE:
+    """The DIE that names a concrete or inlined instance: its abstract origin or specification."""
+    for _depth in range(4):
+        for attribute in ("DW_AT_abstract_origin", "DW_AT_specification"):
+            if attribute in die.attributes:
+                die = die.get_DIE_from_attribute(attribute)
+                break
+        else:
+            return die
+    return die
+
+
+def _function_name(die: DIE) -> str | None:
+    origin = _origin(die)
+    for attribute in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"):
+        value = origin.attributes.get(attribute) or die.attributes.get(attribute)
+        if value is not None:
+            return value.value.decode("utf-8", "replace")
+    return None
+
+
+def _uses(function: DIE, wanted: frozenset[str]) -> set[str]:
+    """The wanted types a function's parameters, variables and return value (its inlined callees' too) reach."""
+    found = set()
+    origin = _origin(function)
+    returned = _names_type(_type_of(origin), wanted)
+    if returned:
+        found.add(returned)
+    stack = [function]
+    while stack:
+        for child in stack.pop().iter_children():
+            if child.tag in FUNCTION_SCOPED:
+                named = _names_type(_type_of(_origin(child)), wanted)
+                if named:
+                    found.add(named)
+            if child.has_children:
+                stack.append(child)
+    return found
+
+
+def functions_using(obj: ObjectFile, wanted: set[str]) -> dict[str, set[str]]:
+    """Type name → names (linkage names for C++) of the object's functions with code that holds or
+    reaches an instance of it: a parameter, variable or return value of that type or a pointer to it."""
+    users: dict[str, set[str]] = {}
+    if not wanted:
+        return users
+    names = frozenset(wanted)
+    elf = ELFFile(io.BytesIO(_debug_relocations_applied(obj)))
+    if not elf.has_dwarf_info():
+        return users
+    for unit in elf.get_dwarf_info(relocate_dwarf_sections=False).iter_CUs():
+        for die in _scope_dies(unit.get_top_DIE()):
+            if die.tag != "DW_TAG_subprogram" or "DW_AT_declaration" in die.attributes \
+                    or not ({"DW_AT_low_pc", "DW_AT_ranges"} & die.attributes.keys()):
+                continue  # an abstract or declared function has no code of its own
+            name = _function_name(die)
+            if name is None:
+                continue
+            for type_name in _uses(die, names):
+                users.setdefault(type_name, set()).add(name)
+    return users

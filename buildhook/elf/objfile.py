@@ -20,6 +20,7 @@ SHF_WRITE = SH_FLAGS.SHF_WRITE
 SHF_MERGE = SH_FLAGS.SHF_MERGE
 SHF_STRINGS = SH_FLAGS.SHF_STRINGS
 SHF_TLS = SH_FLAGS.SHF_TLS
+SHF_ALLOC = SH_FLAGS.SHF_ALLOC
 
 
 RELA_ENTRY = struct.Struct("<QQq")  # r_offset, r_info (symbol << 32 | type), r_addend
@@ -43,6 +44,9 @@ class Section:
     data: bytes
     file_offset: int = 0  # where the bytes sit in the object file
     relocations: list[Relocation] = field(default_factory=list)
+    # Elf64_Rela entries of a section that is not loaded (debug info), left packed: only the type
+    # layouts read them (diff/layout.py), and a C++ object has millions
+    raw_relocations: bytes = b""
 
     @property
     def is_code(self) -> bool:
@@ -136,6 +140,9 @@ class ObjectFile:
                 # Elf64_Rela unpacked in bulk: pyelftools' per-entry parse was most of
                 # loading an object with debug info (.rela.debug_info is the big one).
                 target = self.sections[section.header.sh_info]
+                if not target.flags & SHF_ALLOC:
+                    target.raw_relocations = self.sections[index].data
+                    continue
                 target.relocations = sorted(
                     (Relocation(offset, info & 0xFFFFFFFF, info >> 32, addend, target.index)
                      for offset, info, addend in RELA_ENTRY.iter_unpack(self.sections[index].data)),

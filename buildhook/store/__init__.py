@@ -67,6 +67,8 @@ class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
         self.blobs = BlobStore(os.path.join(self.root, "objects"))
+        # what a diff derives from a blob and may reuse (diff/layout.py: type layouts), by content hash
+        self.cache_dir = os.path.join(self.root, "cache")
         self._records: RecordDatabase | None = None
 
     @property
