@@ -56,6 +56,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("live_patching", "BUILDHOOK_LIVE_PATCHING", True,
             "Add -flive-patching=inline-clone (GCC only): no IPA optimisation lets an "
             "unchanged caller depend on a changed callee's body."),
+    Setting("header", "BUILDHOOK_HEADER", True,
+            "Add -idirafter with buildhook.h's folder: `#include <buildhook.h>` (hooks, transforms, "
+            "shadow variables) works in a wrapped build; searched after every folder the build names."),
     Setting("build_id", "BUILDHOOK_BUILD_ID", True,
             "Add -Wl,--build-id to links that do not choose one: patches name their "
             "target by build-id."),
