@@ -37,11 +37,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests att
 
 @dataclass
 class KvdReleases:
-    """kvd v1.0's binary and the .po files from v1.0 to v1.1 and to v1.2."""
+    """kvd v1.0's binary and the .po files from v1.0 to v1.1, to v1.2 and to v1.4 (v1.3 is refused)."""
 
     v10: Path
     v11_po: Path
     v12_po: Path
+    v14_po: Path
     env: dict[str, str]
 
 
@@ -55,12 +56,12 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> KvdReleases:
     v10 = root / "kvd-1.0"
     shutil.copy2(tree / "kvd", v10)
     pos = {}
-    for previous, release in ((None, "v1.1"), ("v1.1", "v1.2")):
+    for previous, release in ((None, "v1.1"), ("v1.1", "v1.2"), ("v1.2", "v1.4")):
         samples.apply_series(tree, release, after=previous)
         run(["make", "-s", "-j8", "CC=buildhook-cc"], env, cwd=tree)
         pos[release] = root / f"{release}.po"
         shutil.copy2(tree / "kvd.from-v1.0.po", pos[release])
-    return KvdReleases(v10, pos["v1.1"], pos["v1.2"], env)
+    return KvdReleases(v10, pos["v1.1"], pos["v1.2"], pos["v1.4"], env)
 
 
 def buildhook(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
@@ -388,3 +389,27 @@ def test_region_is_named_exactly_while_the_main_thread_churns_its_stack(tmp_path
         assert program.process.poll() is None
     finally:
         program.stop()
+
+
+def test_v14_moves_every_entry_into_the_new_layout(releases: KvdReleases, kvd: KvdProcess) -> None:
+    """v1.3's field in the middle of struct entry, with v1.4's migration: BUILDHOOK_LAYOUT_CHANGE and a
+    transform of the table that copies every running entry into the new layout (docs/data-changes.md)."""
+    keys = [f"key{n}" for n in range(600)]  # more keys than buckets: chains of several entries
+    with KvdClient(kvd.port) as client, KvdClient(kvd.port) as other:
+        for key in keys:
+            assert client.command(f"SET {key} value-of-{key}") == "OK"
+        assert client.command("INCR counter") == "1"
+        report = apply(releases.v14_po, kvd.pid, releases.env)
+        assert [m["name"] for m in report["migrations"]] == ["table"]
+        assert report["migrations"][0]["outcome"] == "transformed"
+        assert client.command("VERSION") == "kvd 1.4"
+        assert all(other.command(f"GET {key}") == f"value-of-{key}" for key in keys)
+        assert client.command("GET key7") == "value-of-key7"
+        assert client.command("HITS key7") == "2"  # counted from the apply on: other's GET, then this one
+        assert client.command("INCR counter") == "2"
+        assert client.command("SET key7 changed") == "OK" and client.command("GET key7") == "changed"
+        assert client.command(f"SET {LONG_A} x") == "ERR key too long"  # v1.1's fix is in the patch too
+        buildhook(["revert", "--pid", str(kvd.pid)], releases.env)
+        assert client.command("VERSION") == "kvd 1.0"
+        assert client.command("GET key7") == "value-of-key7"  # the old table, as it was at the apply
+        assert client.command("GET key599") == "value-of-key599"

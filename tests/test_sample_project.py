@@ -151,6 +151,17 @@ def test_v13_builds_and_serves(releases: ReleaseBuilds) -> None:
         assert client.command("APPEND a 2") == "2"
 
 
+def test_v14_counts_hits_and_builds_without_buildhook(releases: ReleaseBuilds) -> None:
+    """Plain make, no buildhook.h on the include path: the migration is left out, the release works."""
+    with start_kvd(releases["v1.4"]) as server, KvdClient(server.port) as client:
+        assert client.command("VERSION") == "kvd 1.4"
+        assert client.command("SET a 1") == "OK"
+        assert client.command("HITS a") == "0"
+        assert client.command("GET a") == "1" and client.command("GET a") == "1"
+        assert client.command("HITS a") == "2"
+        assert client.command("HITS nothing") == "NIL"
+
+
 def test_patches_apply_cleanly_in_order(tmp_path: Path) -> None:
     tree = patched_tree(SAMPLE_PROJECT, tmp_path / "tree", None)
     for name in (SAMPLE_PROJECT / "patches" / "series").read_text().split():

@@ -817,6 +817,8 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
             _check_no_pointers_into_moved(session, members)
             busy = [item for member in members
                     for item in _busy_ranges(member.planned, member.records.live, member.records.leftovers)]
+            if any(m.kind == "transform" for m in _moved(members)):  # a transform may allocate: no thread
+                busy += frames.allocator_code(mapped_objects(pid)).ranges  # may be inside the allocator
             migrated: list[dict[str, object]] = []
             pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, members),
                                         _migrate_in_stop(session, members, migrated))
