@@ -85,6 +85,7 @@ class PatchRow:
     state_intact: bool | None = None
     check_before: str | None = None
     check_after: str | None = None
+    migration: str | None = None  # the live-migration patch applied with the fix (a file of bench/)
 
 
 # --- processes ------------------------------------------------------------------
@@ -201,6 +202,9 @@ class Memcached:
     name = "memcached"
     tools = {"memcaslap": "libmemcached-tools"}
     configure_args = ("--enable-sasl", "--enable-sasl-pwdb", "--enable-tls", "--enable-proxy")
+    # The patch author's live migration, applied with the Debian patch it belongs to (docs/data-changes.md):
+    # the fix inserts a field into struct mcp_parser_s.
+    migrations = {"CVE-2023-46853.patch": Path(__file__).resolve().parent / "memcached-CVE-2023-46853-migration.patch"}
 
     def __init__(self, workdir: Path, keys: int) -> None:
         self.workdir, self.keys = workdir, keys
@@ -1147,7 +1151,7 @@ def _enclosing_function(lines: list[str], line_number: int, cxx: bool = False) -
 # --- the run ---------------------------------------------------------------------------
 
 
-def buildhook(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def buildhook(args: list[str], env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BUILDHOOK, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -1183,6 +1187,10 @@ def patch_one(package, tree: Path, binary: Path, server: Server, number: int, fi
     """
     realsource.apply_debian_patch(tree, fix)
     row = PatchRow(fix, source_functions=source_functions(tree / "debian" / "patches" / fix, tree))
+    migration = getattr(package, "migrations", {}).get(fix)
+    if migration is not None:  # ours, shipped next to the fix as its author would
+        realsource.run(["patch", "-p1", "--batch", "-i", str(migration)], cwd=tree, timeout=60)
+        row.migration = migration.name
     try:
         package.rebuild(tree, env, jobs)
     except realsource.RealSourceError as err:
@@ -1313,6 +1321,8 @@ def print_table(summary: dict, rows: list[PatchRow]) -> None:
         pause = f"{row.pause_us:.0f}" if row.pause_us is not None else "-"
         print(f"{row.patch[:54]:<54} {row.outcome:<15} {row.po_size:>6} "
               f"{len(row.source_functions):>4}/{len(row.functions_replaced):<5} {pause:>9} {row.client_errors:>6}")
+        if row.migration:
+            print(f"    with the migration bench/{row.migration}")
         if row.functions_replaced:
             print(f"    replaced: {', '.join(row.functions_replaced)}")
         if row.cumulative_replaced:
