@@ -28,7 +28,15 @@ EXPECTED = {
     "memcached": [
         ("0008-CVE-2026-47783-CVE-2026-47784.patch", "applied", None),
         ("0009-CVE-2023-46852.patch", "applied", None),
-        ("CVE-2023-46853.patch", "refused", "struct mcp_parser_s"),  # a field inserted in the middle
+        # a field inserted in the middle of struct mcp_parser_s: applied with its migration
+        # (bench/memcached-CVE-2023-46853-migration.patch: BUILDHOOK_LAYOUT_CHANGE + a PRE_APPLY check)
+        ("CVE-2023-46853.patch", "applied", None),
+    ],
+    # The fix adds CacheEntry::d_tooBig, in the tail padding of every record-cache entry: entries of
+    # the running cache hold whatever the allocator left there, which the fixed code would read as
+    # "too big" (SERVFAIL). Refused until a migration sets it in every live entry.
+    "pdns-recursor": [
+        ("0001-Backport-4.9.8-patch-for-CVE-2024-25590.patch", "refused", "struct CacheEntry"),
     ],
     "haproxy": [
         ("REORG-http-move-has_forbidden_char-from-h2.c-to-http.patch", "no code change", None),
@@ -78,7 +86,7 @@ def verdict(check: str) -> str:
     return re.sub(r" \([^)]*ms\)", "", check)
 
 
-@pytest.mark.parametrize("package", ["memcached", "haproxy", "protobuf"])
+@pytest.mark.parametrize("package", ["memcached", "haproxy", "protobuf", "pdns-recursor"])
 def test_security_series_applies_live_without_client_errors(package: str) -> None:
     result = subprocess.run([sys.executable, str(BENCH), package, *EXTRA_ARGS.get(package, []), "--json"],
                             capture_output=True,
