@@ -47,8 +47,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests att
 
 @pytest.fixture(scope="module")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    """old; new (f, g and h change); newer (f and g change again, h is the old one)."""
-    return build_releases("killsafe", tmp_path_factory.mktemp("killsafe"), ("new", "newer"))
+    """old; new (f, g and h change); newer (f and g change again, h is the old one); migrating (new, with
+    a variable that grows, moved by a transform, and PRE/POST_APPLY hooks)."""
+    return build_releases("killsafe", tmp_path_factory.mktemp("killsafe"), ("new", "newer", "migrating"))
 
 
 @dataclass
@@ -209,6 +210,17 @@ def test_replacement_killed_at_every_step(releases: Releases) -> None:
 def set_releases(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     """The same program with part_h in a shared library: new is a patch set, the program's and the library's."""
     return build_library_releases("killsafe", tmp_path_factory.mktemp("killsafe-set"), ("new",))
+
+
+def test_apply_with_a_migration_killed_at_every_step(releases: Releases) -> None:
+    """A patch whose hooks run in the target and whose variable moves to new storage, filled by a
+    transform on a thread of the stopped world: killed anywhere, the process runs wholly old or wholly
+    new, and a later apply or revert finishes the job."""
+    migrating = patch_id(releases.patches["migrating"], releases.env)
+    apply_it = ["apply", str(releases.patches["migrating"])]
+    ids: dict[tuple[int, int, int], str | None] = {OLD: None, NEW: migrating}
+    recover = {OLD: [(apply_it, NEW), (["revert"], OLD)], NEW: [(["revert"], OLD), (apply_it, NEW)]}
+    assert sweep(releases, apply_it, [], ids, recover) > 0
 
 
 def test_patch_set_killed_at_every_step(set_releases: Releases) -> None:
