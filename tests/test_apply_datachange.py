@@ -60,11 +60,8 @@ def answers(program: LineProgram, commands: list[str]) -> list[str]:
 
 
 def fresh_answers(binary: Path, commands: list[str]) -> list[str]:
-    program = LineProgram(binary)
-    try:
+    with LineProgram(binary) as program:
         return answers(program, commands)
-    finally:
-        program.stop()
 
 
 def snapshot(pid: int) -> str:
@@ -81,18 +78,14 @@ MIGRATE_COMMANDS = ["s 3", "s 1000", "s 40000", "p", "l", "L 0", "l"]
 
 
 def test_grown_variable_is_moved_when_it_still_holds_its_initial_value(migrate: Releases) -> None:
-    process = LineProgram(migrate.old)
-    try:
+    with LineProgram(migrate.old) as process:
         report = apply(migrate, "new", process.process.pid)
         assert outcomes(report) == {"histogram": "migrated: new initial value", "limit": "migrated: new initial value"}
         assert answers(process, MIGRATE_COMMANDS) == fresh_answers(migrate.binaries["new"], MIGRATE_COMMANDS)
-    finally:
-        process.stop()
 
 
 def test_grown_variable_the_process_changed_is_refused_and_nothing_changes(migrate: Releases) -> None:
-    process = LineProgram(migrate.old)
-    try:
+    with LineProgram(migrate.old) as process:
         assert process.ask("s 5") == "ok"
         before = snapshot(process.process.pid)
         result = buildhook(migrate, "apply", str(migrate.patches["new"]), "--pid", str(process.process.pid))
@@ -102,15 +95,12 @@ def test_grown_variable_the_process_changed_is_refused_and_nothing_changes(migra
         assert snapshot(process.process.pid) == before
         assert process.ask("p") == "0 0 0 1 0 0 0 0 "  # the old code, on the old data
         assert "no patches applied" in buildhook(migrate, "status", "--pid", str(process.process.pid)).stdout
-    finally:
-        process.stop()
 
 
 def test_grown_variable_a_heap_pointer_reaches_is_refused(migrate: Releases) -> None:
     """Its bytes are still the initial ones, but a pointer into it was handed out: moved, that pointer would
     keep reaching the old storage."""
-    process = LineProgram(migrate.old)
-    try:
+    with LineProgram(migrate.old) as process:
         assert process.ask("k") == "ok"
         before = snapshot(process.process.pid)
         result = buildhook(migrate, "apply", str(migrate.patches["new"]), "--pid", str(process.process.pid))
@@ -119,13 +109,10 @@ def test_grown_variable_a_heap_pointer_reaches_is_refused(migrate: Releases) -> 
         assert "[heap]) points into it" in result.stderr
         assert snapshot(process.process.pid) == before
         assert process.ask("s 5") == "ok" and process.ask("p") == "0 0 0 1 0 0 0 0 "
-    finally:
-        process.stop()
 
 
 def test_tunable_the_process_set_keeps_its_running_value_and_gets_it_back_on_revert(migrate: Releases) -> None:
-    process = LineProgram(migrate.old)
-    try:
+    with LineProgram(migrate.old) as process:
         assert process.ask("L 9") == "ok"
         report = apply(migrate, "new", process.process.pid)
         assert outcomes(report)["limit"] == "running value kept"
@@ -134,8 +121,6 @@ def test_tunable_the_process_set_keeps_its_running_value_and_gets_it_back_on_rev
         assert buildhook(migrate, "revert", "--pid", str(process.process.pid)).returncode == 0
         assert process.ask("l") == "limit 7"  # the old code reads the old storage, given the value back
         assert process.ask("L 0") == "ok" and process.ask("l") == "limit 0"  # the old code's rule again
-    finally:
-        process.stop()
 
 
 # -- transform and hooks ------------------------------------------------------------
@@ -143,8 +128,7 @@ def test_tunable_the_process_set_keeps_its_running_value_and_gets_it_back_on_rev
 def test_transform_carries_the_entries_and_hooks_report(hooks: Releases) -> None:
     setup = ["a 1 10", "a 2 20", "a 3 30"]
     later = ["a 4 40", "a 5 50", "a 6 60", "g 1", "g 3", "g 6", "n"]
-    process = LineProgram(hooks.old)
-    try:
+    with LineProgram(hooks.old) as process:
         answers(process, setup)
         report = apply(hooks, "new", process.process.pid)
         assert process._line() == "applied with 3 entries"  # the POST_APPLY hook, in the target
@@ -153,13 +137,10 @@ def test_transform_carries_the_entries_and_hooks_report(hooks: Releases) -> None
         assert report["hooks"][1]["output"] == "applied with 3 entries\n"
         assert outcomes(report) == {"table": "transformed"}
         assert answers(process, later) == fresh_answers(hooks.binaries["new"], setup + later)[len(setup):]
-    finally:
-        process.stop()
 
 
 def test_pre_apply_hook_refuses_with_nothing_changed(hooks: Releases) -> None:
-    process = LineProgram(hooks.old)
-    try:
+    with LineProgram(hooks.old) as process:
         assert process.ask("b 1") == "busy 1"
         before = snapshot(process.process.pid)
         result = buildhook(hooks, "apply", str(hooks.patches["new"]), "--pid", str(process.process.pid))
@@ -171,13 +152,10 @@ def test_pre_apply_hook_refuses_with_nothing_changed(hooks: Releases) -> None:
         apply(hooks, "new", process.process.pid)
         assert process._line() == "applied with 4 entries"
         assert process.ask("a 5 5") == "slot 4"
-    finally:
-        process.stop()
 
 
 def test_pre_revert_hook_refuses_and_post_revert_hook_runs(hooks: Releases) -> None:
-    process = LineProgram(hooks.old)
-    try:
+    with LineProgram(hooks.old) as process:
         apply(hooks, "new", process.process.pid)
         assert process._line() == "applied with 0 entries"
         assert process.ask("b 1") == "busy 1"
@@ -189,13 +167,10 @@ def test_pre_revert_hook_refuses_and_post_revert_hook_runs(hooks: Releases) -> N
         assert process._line() == "reverted with 1 entries"
         [report] = json.loads(reverted.stdout)
         assert [h["kind"] for h in report["hooks"]] == ["pre_revert", "post_revert"]
-    finally:
-        process.stop()
 
 
 def test_post_apply_hook_that_faults_gets_the_patch_reverted(hooks: Releases) -> None:
-    process = LineProgram(hooks.old)
-    try:
+    with LineProgram(hooks.old) as process:
         answers(process, ["a 1 1", "a 2 2"])
         result = buildhook(hooks, "apply", str(hooks.patches["crashy"]), "--pid", str(process.process.pid))
         assert result.returncode == 2
@@ -207,8 +182,6 @@ def test_post_apply_hook_that_faults_gets_the_patch_reverted(hooks: Releases) ->
         assert answers(process, ["a 3 3", "a 4 4", "a 5 5", "g 2"]) == ["slot 2", "slot 3", "slot -1", "value 2"]
         status = buildhook(hooks, "status", "--pid", str(process.process.pid))
         assert "reverted" in status.stdout
-    finally:
-        process.stop()
 
 
 # -- shadow variables ---------------------------------------------------------------
@@ -216,18 +189,14 @@ def test_post_apply_hook_that_faults_gets_the_patch_reverted(hooks: Releases) ->
 def test_shadow_field_on_objects_created_before_the_patch(shadow: Releases) -> None:
     setup = ["c", "c", "c"]
     later = ["h 0", "h 0", "h 1", "d 1", "c", "h 3", "h 0"]
-    process = LineProgram(shadow.old)
-    try:
+    with LineProgram(shadow.old) as process:
         answers(process, setup)
         apply(shadow, "new", process.process.pid)
         assert answers(process, later) == fresh_answers(shadow.binaries["new"], setup + later)[len(setup):]
-    finally:
-        process.stop()
 
 
 def test_shadow_table_survives_a_replacing_patch_and_revert_frees_it(shadow: Releases) -> None:
-    process = LineProgram(shadow.old)
-    try:
+    with LineProgram(shadow.old) as process:
         process.ask("c")
         apply(shadow, "new", process.process.pid)
         assert process.ask("h 0") == "conn 0 hits 1"
@@ -240,5 +209,3 @@ def test_shadow_table_survives_a_replacing_patch_and_revert_frees_it(shadow: Rel
         assert process.ask("h 0") == "conn 0"
         apply(shadow, "newer", process.process.pid)
         assert process.ask("h 0") == "conn 0 hits 1"  # the fields went with the revert
-    finally:
-        process.stop()

@@ -96,20 +96,14 @@ class LinkedBinary:
         """
         if self._tls_pairs is None:
             self._tls_pairs = {}
-            elf = ELFFile(io.BytesIO(self.data))
-            for section in elf.iter_sections():
-                if section.header.sh_type != "SHT_RELA" or not section.header.sh_flags & 0x2:  # SHF_ALLOC
+            for address, rel_type, name, _addend in self.dynamic_relocations():
+                if rel_type != R_X86_64_DTPMOD64:
                     continue
-                symbols = elf.get_section(section.header.sh_link)
-                for relocation in section.iter_relocations():
-                    if relocation["r_info_type"] != R_X86_64_DTPMOD64:
-                        continue
-                    address, index = relocation["r_offset"], relocation["r_info_sym"]
-                    if index:
-                        key: tuple[str, int | str] = ("name", symbols.get_symbol(index).name)
-                    else:
-                        key = ("offset", int.from_bytes(self.bytes_at(address + 8, 8), "little"))
-                    self._tls_pairs.setdefault(key, address)
+                if name:
+                    key: tuple[str, int | str] = ("name", name)
+                else:
+                    key = ("offset", int.from_bytes(self.bytes_at(address + 8, 8), "little"))
+                self._tls_pairs.setdefault(key, address)
         return self._tls_pairs
 
     def dynamic_relocations(self) -> list[tuple[int, int, str, int]]:

@@ -118,3 +118,9 @@ class LineProgram:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
+
+    def __enter__(self) -> LineProgram:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
