@@ -139,6 +139,16 @@ def test_transform_carries_the_entries_and_hooks_report(hooks: Releases) -> None
         assert answers(process, later) == fresh_answers(hooks.binaries["new"], setup + later)[len(setup):]
 
 
+def test_inspect_says_what_moves_and_which_hooks_run(hooks: Releases) -> None:
+    text = buildhook(hooks, "inspect", str(hooks.patches["new"])).stdout
+    assert "moves main.c: table (32 → 128 bytes) to new storage, filled by grow_table, the world stopped" in text
+    assert "pre-apply hook: main.c: table_idle" in text and "post-revert hook: main.c: report_reverted" in text
+    summary = json.loads(buildhook(hooks, "inspect", str(hooks.patches["new"]), "--json").stdout)
+    assert summary["migrations"] == [{"name": "table", "file": "main.c", "kind": "transform", "old_size": 32,
+                                      "new_size": 128, "transform": "grow_table"}]
+    assert sorted(h["kind"] for h in summary["hooks"]) == ["post_apply", "post_revert", "pre_apply", "pre_revert"]
+
+
 def test_pre_apply_hook_refuses_with_nothing_changed(hooks: Releases) -> None:
     with LineProgram(hooks.old) as process:
         assert process.ask("b 1") == "busy 1"

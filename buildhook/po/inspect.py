@@ -25,6 +25,9 @@ def patch_summary(patch: PatchObject) -> dict[str, object]:
         ],
         "new_data": meta["new_data"],
         "imports": sorted(entry["name"] for entry in meta["symbols"] if entry.get("bind") == "dynamic"),
+        "migrations": [{key: entry.get(key) for key in ("name", "file", "kind", "old_size", "new_size", "transform")}
+                       for entry in meta.get("migrations", [])],
+        "hooks": [{key: entry.get(key) for key in ("kind", "name", "file")} for entry in meta.get("hooks", [])],
         "warnings": meta["warnings"],
         "size": len(patch.data),
     }
@@ -51,6 +54,14 @@ def describe_patch(patch: PatchObject) -> str:
         lines.append("  adds variables:")
         for entry in meta["new_data"]:
             lines.append(f"    {entry['file']}: {demangle(entry['name'])}  {entry['size']} bytes in {entry['section']}")
+    for entry in meta.get("migrations", []):
+        how = {"size": "if it still holds its initial value (checked in the target)",
+               "value": "with its new initial value if the process never changed it, else its running value",
+               "transform": f"filled by {demangle(entry['transform'])}, the world stopped"}[entry["kind"]]
+        lines.append(f"  moves {entry['file']}: {demangle(entry['name'])} ({entry['old_size']} → "
+                     f"{entry['new_size']} bytes) to new storage, {how}")
+    for entry in meta.get("hooks", []):
+        lines.append(f"  {entry['kind'].replace('_', '-')} hook: {entry['file']}: {demangle(entry['name'])}")
     imports = sorted(entry["name"] for entry in meta["symbols"] if entry.get("bind") == "dynamic")
     if imports:
         lines.append(f"  library symbols: {'; '.join(demangle(name) for name in imports)}")
