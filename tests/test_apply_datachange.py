@@ -36,7 +36,7 @@ def migrate(tmp_path_factory: pytest.TempPathFactory) -> Releases:
 
 @pytest.fixture(scope="module")
 def hooks(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    return build_releases("hooks", tmp_path_factory.mktemp("hooks"), ("new", "crashy"))
+    return build_releases("hooks", tmp_path_factory.mktemp("hooks"), ("new", "crashy", "badtransform"))
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +192,19 @@ def test_post_apply_hook_that_faults_gets_the_patch_reverted(hooks: Releases) ->
         assert answers(process, ["a 3 3", "a 4 4", "a 5 5", "g 2"]) == ["slot 2", "slot 3", "slot -1", "value 2"]
         status = buildhook(hooks, "status", "--pid", str(process.process.pid))
         assert "reverted" in status.stdout
+
+
+def test_transform_that_faults_refuses_with_nothing_changed(hooks: Releases) -> None:
+    with LineProgram(hooks.old) as process:
+        answers(process, ["a 1 1", "a 2 2", "a 3 3"])
+        before = snapshot(process.process.pid)
+        result = buildhook(hooks, "apply", str(hooks.patches["badtransform"]), "--pid", str(process.process.pid))
+        assert result.returncode == 2
+        assert "the transform grow_table of table (main.c) faulted (SIGSEGV" in result.stderr
+        assert "nothing was changed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert snapshot(process.process.pid) == before
+        assert process.process.poll() is None
+        assert answers(process, ["a 4 4", "a 5 5", "g 3"]) == ["slot 3", "slot -1", "value 3"]  # the old code
 
 
 # -- shadow variables ---------------------------------------------------------------

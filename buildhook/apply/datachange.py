@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from buildhook.apply.inject import CallFailed
 from buildhook.apply.loader import PatchLayout
 from buildhook.po.names import demangle
 from buildhook.po.reader import PatchObject
@@ -55,6 +56,7 @@ class Migration:
     new_size: int
     expected: bytes          # the old variable's initial bytes as this process started with them
     transform: int = 0       # run-time address of the transform function
+    transform_name: str = ""
     done_before: bool = False  # the live patch migrated it already: its storage is reused
 
     def result(self, outcome: str) -> dict[str, object]:
@@ -79,7 +81,7 @@ def plan_migrations(patch: PatchObject, layout: PatchLayout, bias: int, kept: di
             transform = layout.address_of_section(function.section) + function.value
         planned.append(Migration(entry["name"], entry["file"], entry["kind"], int(entry["old_address"]) + bias, new,
                                  int(entry["old_size"]), int(entry.get("new_size", entry["old_size"])),
-                                 bytes(expected), transform, symbol_index in kept))
+                                 bytes(expected), transform, str(entry.get("transform", "")), symbol_index in kept))
     return planned
 
 
@@ -88,8 +90,9 @@ def migrate(migrations: list[Migration], read: Callable[[int, int], bytes], writ
     """Check and migrate every variable, the world stopped (before the commit's writes).
 
     Raises MigrationRefused before anything is written if a size migration
-    finds its variable changed; a transform that fails raises too (what it
-    wrote is in the new storage, which nothing runs yet).
+    finds its variable changed; a transform that faults or does not return
+    raises it too (what it wrote is in the new storage, which nothing runs
+    yet).
     """
     outcomes = []
     writes = []
@@ -112,7 +115,12 @@ def migrate(migrations: list[Migration], read: Callable[[int, int], bytes], writ
             outcomes.append(migration.result("running value kept"))
     for migration in migrations:
         if migration.kind == "transform" and not migration.done_before:
-            call(migration.transform, migration.new, migration.old)
+            try:
+                call(migration.transform, migration.new, migration.old)
+            except CallFailed as exc:
+                what = str(exc).replace(f"the function at {migration.transform:#x} ", "")
+                raise MigrationRefused(f"the transform {demangle(migration.transform_name)} of "
+                                       f"{demangle(migration.name)} ({migration.file}) {what}") from exc
             outcomes.append(migration.result("transformed"))
     for address, data in writes:
         write(address, data)
