@@ -459,8 +459,10 @@ class PatchPlanner:
                 continue
             for name, symbol in sorted(unit.comparison.new_data.items()):
                 transform = requests.pop((unit_index, name), None)
-                if (unit_index, name) in self.changed_data:
-                    continue  # constant data: carried, every user replaced
+                if (unit_index, name) in self.changed_data:  # constant data: carried, every user replaced
+                    if transform is not None:
+                        self._refuse_transform(unit, name, "it is read-only data, carried whole with every user")
+                    continue
                 old = self._old_definition(unit_index, symbol)
                 if old is None or old.obj is not unit.old or not isinstance(symbol.section, int) \
                         or read_only(unit.new.sections[symbol.section]) or symbol.type == "STT_TLS":
@@ -484,7 +486,8 @@ class PatchPlanner:
             for name, (here, function) in found.transforms.items():
                 owner = unit_index if here else self._new_globals.get(name, (None, None))[0]
                 if owner is None:
-                    self._refuse_transform(self.units[unit_index], name, "no object of the new build defines it")
+                    self._refuse_transform(self.units[unit_index], name, "no object that changed defines it (a "
+                                                                         "transform moves a variable of a changed file)")
                     continue
                 requests[(owner, name)] = (unit_index, function)
         return requests
