@@ -6,4 +6,8 @@ The package is split by pipeline stage (see docs and ../shared/DESIGN.md):
 what it needs, because ``buildhook-cc`` starts once per compile.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+# buildhook.h (docs/data-changes.md); buildhook-cc puts it on the include path, so found without imports
+INCLUDE_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")

@@ -86,8 +86,8 @@ from buildhook.apply.safety import (
     MapIndex,
     RangeSet,
     busy_threads,
+    find_pointer,
     find_word,
-    scan_memory,
     stack_ranges,
     unwind_tables,
 )
@@ -234,18 +234,22 @@ class _Session:
         stub = self.stub()
         tid = self._stop_a_thread() if avoid is None else self._stop_a_thread_outside(avoid)
         try:
-            if tid not in self._checked:
-                self._check_seccomp(tid, stub)
-                self._checked.add(tid)
-            injector = Injector(tid, stub, self.memory.write, self.memory.read)
-            self._stub_in_use = True
-            try:
-                return work(injector)
-            finally:
-                injector.finish()
-                self._stub_in_use = False
+            return self._on_thread(tid, stub, work)
         finally:
             self.group.resume(tid)
+
+    def _on_thread(self, tid: int, stub: int, work: Callable[[Injector], _T]) -> _T:
+        """Run *work* with an injector on stopped thread *tid*, then put the thread back in its stop."""
+        if tid not in self._checked:
+            self._check_seccomp(tid, stub)
+            self._checked.add(tid)
+        injector = Injector(tid, stub, self.memory.write, self.memory.read)
+        self._stub_in_use = True
+        try:
+            return work(injector)
+        finally:
+            injector.finish()
+            self._stub_in_use = False
 
     def _check_seccomp(self, tid: int, stub: int) -> None:
         """Refuse, before the first call, a thread whose seccomp filter would block one (preflight.py)."""
@@ -285,22 +289,15 @@ class _Session:
 
     def call_stopped(self, function: int, *arguments: int) -> int:
         """Run ``function(arguments…)`` on a thread of the stopped world, which stays stopped (a transform:
-        no other thread moves meanwhile, so it must be async-signal-safe)."""
+        no other thread moves meanwhile, so it must not wait for another's lock; the allocator is free,
+        as no thread is inside it)."""
         ready = sorted(tid for tid in self.group.stopped if tid not in self.group.pending)
         tid = ready[0] if ready else min(self.group.stopped)
         if not ready:
             self.group.stop_for_calls(tid)  # deliver its held signal first, as the kernel was about to
-        stub = self.stub()
-        if tid not in self._checked:
-            self._check_seccomp(tid, stub)
-            self._checked.add(tid)
-        injector = Injector(tid, stub, self.memory.write)
-        self._stub_in_use = True
-        try:
-            return injector.call(function, *arguments, deadline=time.monotonic() + HOOK_TIMEOUT_S)
-        finally:
-            injector.finish()
-            self._stub_in_use = False
+        deadline = time.monotonic() + HOOK_TIMEOUT_S
+        return self._on_thread(tid, self.stub(), lambda injector: injector.call(function, *arguments,
+                                                                               deadline=deadline))
 
     def module_frames(self) -> ModuleFrames:
         """The loaded objects' unwind tables (safety.py), read once per session: the activeness check and
@@ -911,14 +908,12 @@ def _check_no_pointers_into_moved(session: _Session, members: list[_Member]) -> 
         session.group.resume_all()
     index = MapIndex(read_maps(session.pid))
     stacks = tuple({(m.start, m.end) for rsp in registers if (m := index.find(rsp)) is not None})
-    found = scan_memory(session.pid, _moved_ranges(moved), entries=True,
-                        skip=tuple((m.old, m.old + m.old_size) for m in moved) + stacks,
-                        limit=MIGRATION_SCAN_LIMIT, holder="a word")
+    found = find_pointer(session.pid, _moved_ranges(moved), skip=tuple((m.old, m.old + m.old_size) for m in moved)
+                         + stacks, limit=MIGRATION_SCAN_LIMIT)
+    if isinstance(found, str):
+        raise ApplyRefused(f"variables cannot be moved to new storage unchecked: {found}; nothing was changed")
     if found is not None:
-        label, where = found
-        if label == "unscanned memory":
-            raise ApplyRefused(f"variables cannot be moved to new storage unchecked: {where}; nothing was changed")
-        raise _pointer_refusal(session.pid, label, int(where.rsplit(" ", 1)[1], 16))
+        raise _pointer_refusal(session.pid, found[0].label, found[1])
 
 
 def _pointers_in_stacks(pid: int, moved: list[Migration], registers: dict[int, ptrace.Registers],

@@ -209,14 +209,8 @@ class Injector:
             self._armed = True
 
     def _wait_syscall(self) -> None:
-        kind, signal = ptrace.wait_stop(self.tid)
-        while kind in ("signal", "event"):  # only SIGSTOP/SIGKILL and the fault signals get through the mask
-            if kind == "signal" and signal in FAULT_SIGNALS:
-                self._resend.append(signal)  # sent by another process (the stub does not fault): queued again
-            ptrace.syscall_step(self.tid)
-            kind, signal = ptrace.wait_stop(self.tid)
-        if kind != "syscall":
-            raise InjectionError(f"thread {self.tid} ended during an injected system call ({kind} {signal})")
+        """To the next system-call stop of the stub's own calls."""
+        self._wait_call(self.address + SYS, None)
 
     def syscall(self, number: int, *arguments: int, data: bytes = b"") -> int:
         """Run one system call; return its result (negative: -errno)."""
@@ -256,7 +250,9 @@ class Injector:
         return registers.rdi
 
     def _wait_call(self, function: int, deadline: float | None) -> None:
-        """To the next system-call stop of a called function; a fault or the deadline raises CallFailed."""
+        """To the next system-call stop of code run on the thread (a called *function*, or the stub);
+        a fault or the deadline raises CallFailed.  Only SIGSTOP, SIGKILL and the fault signals get
+        through the mask: one of those another process sent is kept to be queued again."""
         while True:
             kind, signal = ptrace.wait_stop(self.tid, deadline)
             if kind == "syscall":
@@ -273,7 +269,7 @@ class Injector:
                 raise CallFailed(f"the function at {function:#x} did not return in time")
             elif kind not in ("signal", "event"):
                 raise InjectionError(f"thread {self.tid} ended during an injected call ({kind} {signal})")
-            ptrace.syscall_step(self.tid)  # only SIGSTOP/SIGKILL get through the mask: step on
+            ptrace.syscall_step(self.tid)  # step on: SIGSTOP/SIGKILL stay with the kernel
 
     def finish(self) -> None:
         """Put the thread back in an interrupt stop with exactly its own registers and mask.

@@ -473,19 +473,30 @@ def _resident(pagemap: int | None, mapping: Mapping) -> list[tuple[int, int]]:
             for run in RESIDENT.finditer(entries[7::8])]
 
 
-def scan_memory(pid: int, ranges: RangeSet, entries: bool = False, skip: tuple[tuple[int, int], ...] = (),
-                limit: int = MEMORY_SCAN_LIMIT, holder: str = "parked stack or saved context") -> tuple[str, str] | None:
-    """(label, where) of a word in writable memory pointing into a busy range (with *entries*, at its
-    first byte too); or of the reason the memory could not be scanned; None when nothing points there.
-    Words inside *skip* ([start, end) ranges) are not looked at; more than *limit* bytes to read is a
-    reason."""
+def scan_memory(pid: int, ranges: RangeSet) -> tuple[str, str] | None:
+    """(label, where) of a word in writable memory pointing into a busy range (not at its first byte);
+    or of the reason the memory could not be scanned; None when nothing points there."""
+    found = find_pointer(pid, ranges, ranges.entries)
+    if isinstance(found, str):
+        return "unscanned memory", found
+    if found is not None:
+        return found[0].label, f"parked stack or saved context at {found[1]:#x}"
+    return None
+
+
+def find_pointer(pid: int, ranges: RangeSet, exclude: frozenset[int] = frozenset(),
+                 skip: tuple[tuple[int, int], ...] = (), limit: int = MEMORY_SCAN_LIMIT) \
+        -> tuple[BusyRange, int] | str | None:
+    """(range, address of the word) of the first aligned word of writable memory pointing into one of
+    *ranges* (a value in *exclude* does not count), words inside *skip* ([start, end)) left out; or why
+    the memory cannot be scanned (more than *limit* resident bytes, say); None when nothing points there."""
     try:
         maps = [mapping for mapping in read_maps(pid) if _scanned(mapping)]
     except ProcessError:
-        return "unscanned memory", "the memory map cannot be read"
+        return "the memory map cannot be read"
     if sum(mapping.size for mapping in maps if _private_anonymous(mapping)) > MAPPED_SCAN_LIMIT:
-        return "unscanned memory", f"more than {MAPPED_SCAN_LIMIT >> 30} GiB of writable memory to scan"
-    too_much = "unscanned memory", f"more than {limit >> 20} MiB of resident writable memory to scan"
+        return f"more than {MAPPED_SCAN_LIMIT >> 30} GiB of writable memory to scan"
+    too_much = f"more than {limit >> 20} MiB of resident writable memory to scan"
     try:
         pagemap: int | None = os.open(f"{proc_dir(pid)}/pagemap", os.O_RDONLY)
     except OSError:
@@ -512,11 +523,11 @@ def scan_memory(pid: int, ranges: RangeSet, entries: bool = False, skip: tuple[t
                 for data in batch)  # read as scanned: what is held stays bounded
     for (address, size, anonymous), data in zip(pieces, contents):
         if len(data) != size and anonymous:
-            return "unscanned memory", f"anonymous memory at {address:#x} unreadable"
-        found = find_word(data, ranges, frozenset() if entries else ranges.entries)  # a file mapping: what can be read
+            return f"anonymous memory at {address:#x} unreadable"
+        found = find_word(data, ranges, exclude)  # a file mapping: what can be read
         if found is not None:
             offset, hit = found
-            return hit.label, f"{holder} at {address + offset:#x}"
+            return hit, address + offset
     return None
 
 

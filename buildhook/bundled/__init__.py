@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from buildhook import INCLUDE_DIR
+
 
 def bundled_dir(name: str, marker: str) -> Path:
     """The folder *name* (which must contain *marker*), installed or in a checkout."""
@@ -42,7 +44,7 @@ def sample_project_dir() -> Path:
 
 def include_dir() -> Path:
     """The folder holding ``buildhook.h`` (hooks, transforms, shadow variables: docs/data-changes.md)."""
-    folder = Path(__file__).resolve().parent.parent / "include"
+    folder = Path(INCLUDE_DIR)
     if not (folder / "buildhook.h").is_file():
         raise FileNotFoundError(f"buildhook.h is missing from {folder}; reinstall buildhook")
     return folder

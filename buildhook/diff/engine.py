@@ -228,12 +228,13 @@ class PatchPlanner:
     def read_markers(self) -> None:
         """What the changed objects ask for through buildhook.h (markers.py)."""
         for index, unit in enumerate(self.units):
-            if not markers.has_markers(unit.new):
-                continue
             try:
-                self.markers[index] = markers.read_markers(unit.new)
+                found = markers.read_markers(unit.new)
             except markers.MarkerError as exc:
                 self.refuse(unit.file, unit.file, model.BAD_MARKER, str(exc))
+                continue
+            if found:
+                self.markers[index] = found
 
     def check_types(self) -> None:
         """One refusal per changed type (struct, union, typedef'd anonymous type, enum), naming every file."""
@@ -394,17 +395,21 @@ class PatchPlanner:
         if not names:
             return False
         self._searched_names |= names
-        loaded = False
+        return bool(self._load_unchanged_users(names))
+
+    def _load_unchanged_users(self, names: set[str]) -> list[int]:
+        """Load the objects that did not change but import one of *names* (a global), as units: their
+        functions use it and must be replaced.  Returns the new units' indices."""
+        loaded = []
         for pair in list(self._unchanged_pairs):
             assert pair.new is not None
             data = self.store.blobs.read(pair.new.sha256)
             if not any(name.encode() + b"\0" in data for name in names):
-                continue
+                continue  # the name is not in its string table: a byte search, no parse
             obj = ObjectFile(data, pair.new.display_path)
             if any(symbol.name in names and symbol.section == "SHN_UNDEF" for symbol in obj.symbols):
                 self._unchanged_pairs.remove(pair)
-                self._add_unit(pair, changed=False, parsed=obj)
-                loaded = True
+                loaded.append(self._add_unit(pair, changed=False, parsed=obj))
         return loaded
 
     # -- seed --------------------------------------------------------------------
@@ -556,16 +561,9 @@ class PatchPlanner:
             for index, other in enumerate(self.units):
                 if index != unit_index and other.old is not None and other.comparison is not None:
                     places.append((index, users_of(other.old, other.comparison.old_bodies, name, None)))
-            for pair in list(self._unchanged_pairs):
-                assert pair.new is not None
-                data = self.store.blobs.read(pair.new.sha256)
-                if name.encode() + b"\0" not in data:
-                    continue
-                obj = ObjectFile(data, pair.new.display_path)
-                found = users_of(obj, function_bodies(obj), name, None)
-                if found.functions or found.data:
-                    self._unchanged_pairs.remove(pair)
-                    places.append((self._add_unit(pair, changed=False, parsed=obj), found))
+            for index in self._load_unchanged_users({name}):
+                loaded = self.units[index]
+                places.append((index, users_of(loaded.new, loaded.bodies, name, None)))
         users = []
         for index, found in places:
             other = self.units[index]

@@ -89,7 +89,3 @@ def read_markers(obj: ObjectFile) -> Markers:
         elif kind == "layout_change":
             markers.layout_changes += [tag.decode("utf-8", "replace") for tag in section.data.split(b"\0") if tag]
     return markers
-
-
-def has_markers(obj: ObjectFile) -> bool:
-    return any(section.name.startswith(MARKER_PREFIX) for section in obj.sections)

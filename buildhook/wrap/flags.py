@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 
+from buildhook import INCLUDE_DIR
 from buildhook.settings import Settings
 
 GCC = "gcc"
 CLANG = "clang"
 UNKNOWN = "unknown"
-# buildhook.h (docs/data-changes.md), next to this package's sub-packages: no import needed to find it
-HEADER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "include")
 
 
 class InjectedFlag:
@@ -40,7 +39,7 @@ COMPILE_FLAGS: tuple[InjectedFlag, ...] = (
                  "one section per variable: new data can be carried alone"),
     InjectedFlag("live_patching", ("-flive-patching=inline-clone",), frozenset({GCC}),
                  "no IPA optimisation makes an unchanged caller depend on a callee's body"),
-    InjectedFlag("header", ("-idirafter", HEADER_DIR), frozenset({GCC, CLANG}),
+    InjectedFlag("header", ("-idirafter", INCLUDE_DIR), frozenset({GCC, CLANG}),
                  "#include <buildhook.h> works (searched last: a build's own folders come first)"),
 )
 
