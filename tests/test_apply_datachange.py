@@ -17,6 +17,7 @@ build given the same commands.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from buildhook.po import format as fmt
+from buildhook.po.reader import read_patch
 from tests.support.programs import BUILDHOOK, LineProgram, Releases, build_releases
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier attaches with ptrace as root")
@@ -147,6 +150,26 @@ def test_inspect_says_what_moves_and_which_hooks_run(hooks: Releases) -> None:
     assert summary["migrations"] == [{"name": "table", "file": "main.c", "kind": "transform", "old_size": 32,
                                       "new_size": 128, "transform": "grow_table"}]
     assert sorted(h["kind"] for h in summary["hooks"]) == ["post_apply", "post_revert", "pre_apply", "pre_revert"]
+
+
+def test_a_po_with_a_damaged_migration_is_refused_before_the_target_is_touched(hooks: Releases,
+                                                                              tmp_path: Path) -> None:
+    """Metadata that names no transform (its id recomputed, as a forger would): one line, exit 1, untouched."""
+    data = hooks.patches["new"].read_bytes()
+    claimed = read_patch(data, "new.po").patch_id
+    zeroed = data.replace(fmt.patch_id_field(claimed), fmt.patch_id_field(fmt.PATCH_ID_PLACEHOLDER))
+    damaged = zeroed.replace(b'"kind": "transform"', b'"kind": "transfxrm"')
+    assert damaged != zeroed
+    forged = tmp_path / "forged.po"
+    forged.write_bytes(damaged.replace(fmt.patch_id_field(fmt.PATCH_ID_PLACEHOLDER),
+                                       fmt.patch_id_field(hashlib.sha256(damaged).hexdigest())))
+    with LineProgram(hooks.old) as process:
+        before = snapshot(process.process.pid)
+        result = buildhook(hooks, "apply", str(forged), "--pid", str(process.process.pid))
+        assert result.returncode == 1
+        [line] = result.stderr.strip().splitlines()
+        assert "migration of 'table' names no writable variable of the patch" in line
+        assert snapshot(process.process.pid) == before
 
 
 def test_pre_apply_hook_refuses_with_nothing_changed(hooks: Releases) -> None:
