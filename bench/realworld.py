@@ -727,6 +727,10 @@ class PdnsRecursor:
 
     name = "pdns-recursor"
     tools = {"dnsperf": "dnsperf"}
+    # The fix as a live patch (its header says why): d_tooBig as a shadow variable, the new
+    # settings at their defaults (they are read in functions that never return).
+    migrations = {"0001-Backport-4.9.8-patch-for-CVE-2024-25590.patch":
+                  Path(__file__).resolve().parent / "pdns-recursor-CVE-2024-25590-live.patch"}
     # debian/rules' dh_auto_configure options, less --enable-unit-tests (the
     # testrunner: the fix's test hunks, none of pdns_recursor's code).
     configure_args = ("--sysconfdir=/etc/powerdns", "--enable-systemd", "--with-systemd=/lib/systemd/system",
