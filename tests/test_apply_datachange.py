@@ -164,6 +164,7 @@ def test_a_po_with_a_damaged_migration_is_refused_before_the_target_is_touched(h
     forged.write_bytes(damaged.replace(fmt.patch_id_field(fmt.PATCH_ID_PLACEHOLDER),
                                        fmt.patch_id_field(hashlib.sha256(damaged).hexdigest())))
     with LineProgram(hooks.old) as process:
+        assert process.ask("b 0") == "busy 0"  # started (its stdio buffers, its heap): the maps are settled
         before = snapshot(process.process.pid)
         result = buildhook(hooks, "apply", str(forged), "--pid", str(process.process.pid))
         assert result.returncode == 1

@@ -218,14 +218,23 @@ def test_stop_all_gives_up_on_a_vfork_parent_within_the_budget(plain_builds: dic
         # The child exits: the vforker's interrupt stop arrives now, and nobody waits for it yet.
         send(program, "release")
         wait_for_state(pid, vforker, "t", timeout=10)
-        with alarm(2, "resume_all"):
-            group.resume_all()  # the next look consumes it and lets the thread go
-        assert program.read_line() == "child exited", "the vforker was left stopped"
+        # The next look consumes it and lets the thread go.  /proc shows "t" a moment before the
+        # stop can be waited for (a look in that moment sees nothing yet), so look until it has.
+        said = None
+        with alarm(5, "resume_all"):
+            for _look in range(100):
+                group.resume_all()
+                with contextlib.suppress(AssertionError):
+                    said = program.read_line(timeout=0.05)
+                    break
+        assert said == "child exited", "the vforker was left stopped"
         assert vforker not in group.pending, "the late interrupt stop was taken for a signal"
         assert group.late == set()
         with alarm(2, "stop_all after the child exited"):
             group.stop_all()
-            assert group.stopped == group.seized and group.pending == {}
+            # The child's exit sent the process a SIGCHLD: the main thread may report it now (held for
+            # its resume, as any signal); nothing else may be taken for a signal.
+            assert group.stopped == group.seized and group.pending in ({}, {pid: signal.SIGCHLD})
             group.detach_all()
         assert ask(program, "ping") == "pong v1"
         assert all(st != "t" for st in task_states(pid).values())
