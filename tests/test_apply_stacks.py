@@ -94,6 +94,23 @@ def test_function_parked_in_a_coroutine_is_busy(tmp_path: Path) -> None:
         program.stop()
 
 
+def test_a_word_inside_malloc_in_memory_does_not_block_registering_unwind_tables(tmp_path: Path) -> None:
+    """The thread that registers a patch's unwind tables must not be inside the allocator; a word inside
+    malloc elsewhere in memory (a coroutine's stale return address) says nothing about that thread.
+    Before the fix the memory scan ran for this check too, and the apply was refused after its timeout
+    ("stayed inside the allocator (malloc) (parked stack or saved context at ...)"), as on pdns-recursor."""
+    program = start_program("parkedalloc", tmp_path)
+    try:
+        assert program.read_line().startswith("ready ")
+        result = buildhook(["apply", str(program.po), "--pid", str(program.process.pid), "--timeout", "2"],
+                           program.env, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        send(program, "call")
+        assert program.read_line() == "f new"
+    finally:
+        program.stop()
+
+
 def test_a_stack_that_cannot_be_found_or_read_is_busy() -> None:
     """No stop needed: busy_threads reads a running process's memory as root."""
     sleeper = subprocess.Popen(["sleep", "60"])

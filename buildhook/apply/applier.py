@@ -217,8 +217,10 @@ class _Session:
             tid = self._stop_a_thread()
             registers = {tid: ptrace.get_registers(tid)}
             maps = MapIndex(read_maps(self.pid))
+            # A parked coroutine is never inside the allocator or the unwinder (neither switches
+            # stacks): only this thread's own stacks, not the memory scan.
             found = busy_threads(self.pid, registers, stack_ranges(registers, maps), avoid, self.module_frames(),
-                                 maps)
+                                 maps, parked=False)
             if not found:
                 return tid
             self.group.resume(tid)

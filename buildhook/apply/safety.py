@@ -549,12 +549,16 @@ def _without(todo: list[tuple[int, int, bool]], skip: tuple[tuple[int, int], ...
 
 
 def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]],
-                 busy: RangeSet, frames: ModuleFrames | None = None, maps: MapIndex | None = None) -> list[BusyThread]:
+                 busy: RangeSet, frames: ModuleFrames | None = None, maps: MapIndex | None = None,
+                 parked: bool = True) -> list[BusyThread]:
     """Every thread whose PC or live stacks point into a busy range (and, when the process switches
     user-level stacks, a word of its memory that does, reported as the main thread's).
 
     *maps* (the index stack_ranges used) locates the stacks below signal
-    frames; missing, the map is read in the pause when needed.
+    frames; missing, the map is read in the pause when needed.  *parked*
+    false leaves the memory scan out: for code that never switches stacks
+    in its middle (the allocator, the unwinder: the calls of frames.py),
+    only the threads' own stacks can be inside it.
     """
     ranges = busy
     found: list[BusyThread] = []
@@ -583,7 +587,7 @@ def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[
                 pass  # keep the conservative answer
         if finding is not None:
             found.append(BusyThread(tid, finding.label, finding.where))
-    if not found and frames is not None and frames.switches_stacks is not None:
+    if not found and parked and frames is not None and frames.switches_stacks is not None:
         memory = scan_memory(pid, ranges)
         if memory is not None:
             found.append(BusyThread(pid, *memory))
