@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from buildhook.apply import frames, gates, ptrace
+from buildhook.apply import frames, gates, native, ptrace
 from buildhook.apply.datachange import (
     HOOK_TIMEOUT_S,
     HookFailed,
@@ -76,6 +77,7 @@ from buildhook.apply.process import (
     find_target,
     free_gap_near,
     mapped_objects,
+    memory_pid,
     proc_dir,
     read_maps,
     task_file,
@@ -86,6 +88,7 @@ from buildhook.apply.safety import (
     MapIndex,
     RangeSet,
     busy_threads,
+    clean_precisely,
     find_pointer,
     find_word,
     stack_ranges,
@@ -144,11 +147,12 @@ class ApplyReport:
     retries: int = 0
     hooks: list[dict[str, object]] = field(default_factory=list)       # what each hook returned, how long it ran
     migrations: list[dict[str, object]] = field(default_factory=list)  # what became of each migrated variable
+    stop: str = ""  # how the world was stopped: "native", "native+python" (a thread looked at precisely), "python"
 
     def to_json(self) -> dict[str, object]:
         return {"pid": self.pid, "result": self.result, "patch_id": self.patch_id, "functions": self.functions,
                 "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries,
-                "hooks": self.hooks, "migrations": self.migrations}
+                "stop": self.stop, "hooks": self.hooks, "migrations": self.migrations}
 
 
 class _Session:
@@ -166,6 +170,7 @@ class _Session:
         self._checked: set[int] = set()  # threads whose seccomp filters were evaluated
         self._frames: ModuleFrames | None = None  # unwind tables of the loaded objects, read once
         self._unwinder: frames.Unwinder | None = None
+        self.stop_path = ""  # how the last commit stopped the world: "native", "native+python", "python"
 
     def close(self) -> None:
         """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""
@@ -726,8 +731,9 @@ def _reverted_region(records: _Records, patch_id: str) -> AppliedPatch | None:
     return reverted[-1] if reverted else None
 
 
-def _commit_writes(memory: ptrace.ProcessMemory, members: list[_Member]) -> Callable[[], None]:
-    """The commit of a patch set, to run with the world stopped; only the one-byte write changes what runs.
+def _commit_writes(memory: ptrace.ProcessMemory, members: list[_Member]) -> list[tuple[int, bytes]]:
+    """The commit of a patch set, in order, to write with the world stopped; only the one-byte write changes
+    what runs.
 
     Every member's entries jump to its gates first (they still run what ran
     before), then the set's one commit byte is stored, then each member's
@@ -740,16 +746,7 @@ def _commit_writes(memory: ptrace.ProcessMemory, members: list[_Member]) -> Call
     after = [(member.control + gates.CONTROL_HEADER, _pointers(member.planned, after=True)) for member in members]
     after += [(gate.address, gate.original) for member in members for gate in member.planned
               if gate.kind == "restored"]
-    flag = members[0].control
-
-    def write() -> None:
-        for address, desired in before:
-            memory.write(address, desired)
-        memory.write(flag, bytes([gates.COMMITTED]))  # the commit: one byte
-        for address, desired in after:
-            memory.write(address, desired)
-
-    return write
+    return before + [(members[0].control, bytes([gates.COMMITTED]))] + after  # the commit: one byte
 
 
 @dataclass
@@ -840,7 +837,8 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "applied", member.patch.patch_id,
                             [gate.name for gate in member.planned if gate.kind == "replaced"], pause_us, total_ms,
-                            retries, *((hooks, migrated) if member is members[0] else ()))
+                            retries, *((hooks, migrated) if member is members[0] else ([], [])),
+                            stop=session.stop_path)
                 for member in members]
     finally:
         session.close()
@@ -935,15 +933,16 @@ def _pointers_in_stacks(pid: int, moved: list[Migration], registers: dict[int, p
 
 
 def _migrate_in_stop(session: _Session, members: list[_Member], outcomes: list[dict[str, object]]) \
-        -> Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None]:
-    """What runs with the world stopped, right before the commit's writes: every member's migrations."""
+        -> Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None:
+    """What runs with the world stopped, right before the commit's writes: every member's migrations
+    (None without any: the pause then commits in one native call)."""
     migrations = [m for member in members if member.plan is not None and member.reused is None
                   for m in member.plan.migrations]
     moved = _moved(members)
+    if not migrations:
+        return None
 
     def run(registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]]) -> None:
-        if not migrations:
-            return
         if moved:
             _pointers_in_stacks(session.pid, moved, registers, stacks)
         try:
@@ -976,17 +975,22 @@ def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
     return members
 
 
-def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Callable[[], None],
+def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: list[tuple[int, bytes]],
             in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None = None) \
         -> tuple[float, int]:
-    """Stop the world until it is safe, then *write* and let every thread go (detached).
+    """Stop the world until it is safe, then make the *writes* (in order) and let every thread go (detached).
 
     Returns (pause in µs, retries); raises ApplyRefused, naming the busy
     functions and threads, when it is still not safe after *timeout*.
     Everything the check needs is prepared before the stop: the unwind
-    tables, the map index, the busy ranges.  *in_stop* runs once it is
-    safe, right before *write* (migrations); if it raises, the world goes
-    on unchanged.
+    tables, the map index, the busy ranges, the probes.  *in_stop* runs
+    once it is safe, right before the writes (migrations); if it raises,
+    the world goes on unchanged.
+
+    With the native pause (native.py) one call stops, checks and, when
+    every thread is clean, commits; a thread it cannot clear (a stack word
+    in a busy range, a signal frame) is looked at here, precisely, with the
+    world still stopped, exactly as the Python pause looks at every thread.
     """
     deadline = time.monotonic() + timeout
     retries = 0
@@ -994,21 +998,36 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
     maps = MapIndex(read_maps(session.pid))
     ranges = RangeSet(busy)
     session.group.seize_all()
+    fast = native.library() is not None
+    probes = _probe_threads(session, ranges, frames, maps) if fast else {}
     while True:
         try:
-            first_stop = session.group.stop_all()
+            if fast:
+                stopped = _stop_native(session, ranges, frames, maps, probes,
+                                       writes if in_stop is None and frames.switches_stacks is None else None)
+                first_stop = stopped.started_ns
+                if stopped.result == native.COMMITTED:
+                    session.stop_path = "native"
+                    return (stopped.ended_ns - first_stop) / 1000, retries
+                registers, stacks = stopped.registers, stopped.stacks
+                unclear = set(stopped.unclear())
+            else:
+                first_stop = session.group.stop_all()
+                registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
+                stacks = stack_ranges(registers, maps)
+                unclear = set(registers)
         except ThreadWontStop as exc:
             if time.monotonic() >= deadline:
                 raise ApplyRefused(f"{exc} (tried for {timeout:g} s); nothing was changed") from exc
             retries += 1
             time.sleep(_after_late_stop())
             continue
-        registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
-        stacks = stack_ranges(registers, maps)
         if len(stacks) != len(registers):
             maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
             stacks = stack_ranges(registers, maps)
-        found = busy_threads(session.pid, registers, stacks, ranges, frames, maps)
+        looked = {tid: registers[tid] for tid in unclear}
+        found = busy_threads(session.pid, looked, {tid: stacks[tid] for tid in looked if tid in stacks},
+                             ranges, frames, maps)
         if not found:
             if in_stop is not None:
                 try:
@@ -1016,8 +1035,10 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
                 except BaseException:
                     session.group.resume_all()
                     raise
-            write()
+            for address, data in writes:
+                session.memory.write(address, data)
             session.group.detach_all()
+            session.stop_path = "native+python" if fast else "python"
             return (time.perf_counter_ns() - first_stop) / 1000, retries
         session.group.resume_all()
         held = (time.perf_counter_ns() - first_stop) / 1e9
@@ -1028,6 +1049,73 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, write: Cal
                                "nothing was changed")
         retries += 1
         _wait_for_a_change(session.pid, found, deadline, held)
+
+
+def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrames, maps: MapIndex,
+                 probes: dict[int, native.Probe], writes: list[tuple[int, bytes]] | None) -> native.Stopped:
+    """The native pause: every thread stopped and checked, committed and detached when all are clean.
+
+    A thread started meanwhile is seized and the call made again (the
+    others stay stopped; the pause counts from the first call).  Raises
+    ThreadWontStop (every other thread let go) as ThreadGroup.stop_all does.
+    """
+    group = session.group
+    first: int | None = None
+    use_sigchld = signal.getsignal(signal.SIGCHLD) in (signal.SIG_DFL, None)
+    while True:
+        stopped = native.pause(group, session.memory, memory_pid(session.pid),
+                               [(item.start, item.end) for item in ranges.ranges], sorted(module_frames.restorers),
+                               [(item.start, item.end) for item in maps.maps], writes, probes, STOP_BUDGET_S,
+                               use_sigchld)
+        first = stopped.started_ns if first is None else first
+        stopped.started_ns = first
+        if stopped.result == native.LATE:
+            if group.drop_exited_leader(stopped.late):
+                continue  # pthread_exit in main meanwhile: it is left out, the others stay stopped
+            refused = group.wont_stop(stopped.late, STOP_BUDGET_S)
+            group.resume_all()
+            raise refused
+        if stopped.result == native.ERROR:
+            if stopped.failed_write >= 0:  # stopped, partly written: as a failed write of the Python pause
+                raise ptrace.PtraceError(f"writing process {session.pid} in the pause (write "
+                                         f"{stopped.failed_write}): {os.strerror(stopped.error)}", stopped.error)
+            group.resume_all()
+            raise ProcessError(f"stopping process {session.pid}: {os.strerror(stopped.error)}")
+        if stopped.result == native.HELD and stopped.new_threads:
+            group.seize_all()  # a thread started before its creator stopped: stop it too
+            continue
+        return stopped
+
+
+def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFrames,
+                   maps: MapIndex) -> dict[int, native.Probe]:
+    """Before the pause, each thread on its own: the ones only a precise unwind finds clean, as probes.
+
+    A thread idle in a system call keeps stale return addresses of earlier
+    calls in its live frames; unwinding it precisely in the pause would be
+    most of the pause.  Each thread is stopped alone for a moment (the
+    others run), and one whose stack holds such a word but unwinds clean is
+    kept as a probe: in the pause, the same registers and the same stack
+    bytes mean the same answer, checked with one comparison.
+    """
+    probes: dict[int, native.Probe] = {}
+    group = session.group
+    for tid in sorted(group.seized - group.stopped):
+        try:
+            group.stop(tid)
+        except ThreadWontStop:
+            continue
+        try:
+            registers = ptrace.get_registers(tid)
+            stack = stack_ranges({tid: registers}, maps).get(tid)
+            data = ptrace.read_ranges(memory_pid(session.pid), [stack])[0] if stack else b""
+        finally:
+            if tid in group.stopped:
+                group.resume(tid)
+        if stack and len(data) == stack[1] and \
+                clean_precisely(session.pid, module_frames, registers, stack[0], data, ranges):
+            probes[tid] = native.Probe(registers, stack[0], data)
+    return probes
 
 
 WATCH_INTERVAL_S = 0.001
@@ -1104,12 +1192,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
             busy += _busy_ranges([], patch, records.leftovers)
             leftovers += records.leftovers
 
-        def write() -> None:
-            for address, desired in after:
-                memory.write(address, desired)
-            memory.write(members[0].commit_flag, bytes([gates.REVERTED]))  # the commit: one byte
-            for address, desired in fixes:
-                memory.write(address, desired)
+        writes = after + [(members[0].commit_flag, bytes([gates.REVERTED]))] + fixes  # the commit: one byte
 
         hooks = _run_recorded_hooks(session, members, "pre_revert") if pre_hooks else []
         moved_back = [(old, new, size) for patch in members for _name, _file, kind, old, new, size in patch.migrations
@@ -1119,7 +1202,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
             for old, new, size in moved_back:
                 memory.write(old, memory.read(new, size))
 
-        pause_us, retries = _commit(session, busy, timeout, write, copy_back)
+        pause_us, retries = _commit(session, busy, timeout, writes, copy_back if moved_back else None)
         _remove_leftovers(session, leftovers)
         try:
             hooks += _run_recorded_hooks(session, members, "post_revert")
@@ -1127,7 +1210,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
             raise ApplyRefused(f"{exc}; the revert itself is done (the old code runs)") from exc
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
-                            total_ms, retries, hooks) for patch in members]
+                            total_ms, retries, hooks, stop=session.stop_path) for patch in members]
     finally:
         session.close()
 

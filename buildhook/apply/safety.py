@@ -443,6 +443,28 @@ def _precise(frames: ModuleFrames, regs: ptrace.Registers, pieces: list[_Piece],
     raise UnwindError("too many signal frames")
 
 
+def clean_precisely(pid: int, frames: ModuleFrames, regs: ptrace.Registers, start: int, data: bytes,
+                    ranges: RangeSet) -> bool:
+    """Is a thread with these registers and this live stack clean only by the precise unwinder?
+
+    True when the conservative scan finds a word in a busy range, the
+    unwind of the stack returns into none, and no signal frame is involved
+    (the answer then depends on these bytes and registers alone: a probe,
+    applier._probe_threads).  False for a thread the scan finds clean (the
+    native pause finds so too: nothing to keep), a busy one, or one it
+    cannot tell.
+    """
+    if ranges.find(regs.rip) is not None or scan_words(data, ranges) is None:
+        return False
+    piece = _Piece(start, data)
+    if _signal_slots(piece, frames.restorers) or frames.in_restorer(regs.rip):
+        return False
+    try:
+        return _precise(frames, regs, [piece], ranges, _StackReader(pid, None)) is None
+    except UnwindError:
+        return False
+
+
 # -- user-level stacks: all writable memory ----------------------------------------------
 
 

@@ -247,7 +247,8 @@ class ThreadGroup:
 
     # -- stopping --------------------------------------------------------------------
 
-    def _forget(self, tid: int) -> None:
+    def forget(self, tid: int) -> None:
+        """*tid* is not ours any more (gone, or detached)."""
         self.seized.discard(tid)
         self.stopped.discard(tid)
         self.pending.pop(tid, None)
@@ -270,7 +271,7 @@ class ThreadGroup:
             try:
                 got, status = os.waitpid(tid, _NO_WAIT)
             except ChildProcessError:
-                self._forget(tid)
+                self.forget(tid)
                 return "gone"
             except InterruptedError:
                 continue
@@ -285,7 +286,7 @@ class ThreadGroup:
                 ptrace.cont(tid)
                 continue
             if kind == "exited":
-                self._forget(tid)
+                self.forget(tid)
                 return "gone"
             if kind == "signal":
                 # A signal-delivery stop: remembered for the thread's resume.  An interrupt sent
@@ -300,9 +301,13 @@ class ThreadGroup:
         """Has the (seized) main thread exited?  Its exit is never reported while other threads run."""
         if tid != self.pid or thread_state(self.pid, tid) not in ("Z", "X"):
             return False
-        self._forget(tid)
+        self.forget(tid)
         self.zombies.add(tid)
         return True
+
+    def drop_exited_leader(self, late: list[int]) -> bool:
+        """Leave out a main thread among *late* that has exited (as ``stop_all`` does); True if one had."""
+        return any([self._zombie_leader(tid) for tid in late])
 
     def _wait_stopped(self, tids: list[int], deadline: float) -> list[int]:
         """Look at interrupted *tids* until each has stopped or gone, or *deadline*; return the late ones.
@@ -342,9 +347,9 @@ class ThreadGroup:
             except ptrace.PtraceError as exc:
                 if exc.errno != errno.ESRCH:
                     raise
-                self._forget(tid)
+                self.forget(tid)
 
-    def _wont_stop(self, late: list[int], budget: float) -> ThreadWontStop:
+    def wont_stop(self, late: list[int], budget: float) -> ThreadWontStop:
         """The exception for *late* threads, read from /proc now, at the deadline, while they are late."""
         tid = late[0]
         reason = why_not_stopped(self.pid, tid, budget)
@@ -367,7 +372,7 @@ class ThreadGroup:
         ptrace.interrupt(tid)
         self.interrupted.add(tid)
         if self._wait_stopped([tid], time.monotonic() + budget):
-            raise self._wont_stop([tid], budget)
+            raise self.wont_stop([tid], budget)
 
     def stop_for_calls(self, tid: int, budget: float | None = None) -> None:
         """Stop one thread to run calls on it: in an interrupt stop, never holding a dequeued signal.
@@ -388,7 +393,7 @@ class ThreadGroup:
             if kind == "signal":
                 self.pending[tid] = signo  # another one came: deliver it too
             elif kind == "exited":
-                self._forget(tid)
+                self.forget(tid)
                 raise ProcessError(f"thread {tid} of process {self.pid} ended while being stopped")
         self.interrupted.discard(tid)
 
@@ -419,7 +424,7 @@ class ThreadGroup:
             self._interrupt(running)
             late = self._wait_stopped(running, deadline)
             if late:
-                refused = self._wont_stop(late, budget)  # tens of µs, after the budget: the state at the deadline
+                refused = self.wont_stop(late, budget)  # tens of µs, after the budget: the state at the deadline
                 self.resume_all()
                 raise refused
 
@@ -442,7 +447,7 @@ class ThreadGroup:
         try:
             ptrace.detach(tid, self.pending.pop(tid, 0))
         finally:
-            self._forget(tid)
+            self.forget(tid)
 
     def detach_all(self, budget: float | None = None) -> None:
         """Let every thread go, delivering held signals; safe to call more than once.

@@ -1,0 +1,193 @@
+"""The pause as one native call (pause.c), through ctypes; None when the library is not there.
+
+pause.c is built with the package (setup.py: an optional extension, so a
+machine without a compiler still installs, and applies through the Python
+pause) and carried by the zipapp.  It has no Python API: ctypes loads it
+into any python3, from the package folder or, in a zipapp, from a memfd.
+``BUILDHOOK_NATIVE_PAUSE=0`` turns it off (the Python pause, as before).
+
+The library stops, checks and commits; everything it decides on is
+prepared here before the pause, and everything it did to the threads is
+written back into the ThreadGroup, which stays the one account of what is
+stopped, what signal each thread holds and which interrupts are pending.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.resources
+import os
+from dataclasses import dataclass
+
+from buildhook.apply import ptrace
+from buildhook.apply.threads import ThreadGroup
+
+ABI = 1
+LIBRARY = "libbuildhook-pause.so.1"  # setup.py builds it under this name
+RUNNING, STOPPED, GONE = 0, 1, 2
+UNCHECKED, CLEAN, PROBED, BUSY_PC, STACK_HIT, SIGNAL_FRAME, UNMAPPED, UNREADABLE = range(8)
+COMMITTED, HELD, LATE, ERROR = range(4)
+NREGS = len(ptrace.REGISTER_NAMES)
+
+
+class _Thread(ctypes.Structure):
+    _fields_ = [("tid", ctypes.c_int32), ("state", ctypes.c_int32), ("signo", ctypes.c_int32),
+                ("interrupted", ctypes.c_int32), ("verdict", ctypes.c_int32), ("range", ctypes.c_int32),
+                ("hit_address", ctypes.c_uint64), ("regs", ctypes.c_uint64 * NREGS),
+                ("stack_start", ctypes.c_uint64), ("stack_size", ctypes.c_uint64),
+                ("probe", ctypes.c_char_p), ("probe_start", ctypes.c_uint64), ("probe_size", ctypes.c_uint64),
+                ("probe_regs", ctypes.c_uint64 * NREGS)]
+
+
+class _Pause(ctypes.Structure):
+    _fields_ = [("abi", ctypes.c_int32), ("pid", ctypes.c_int32), ("memory_pid", ctypes.c_int32),
+                ("mem_fd", ctypes.c_int32), ("nthreads", ctypes.c_int32), ("nknown", ctypes.c_int32),
+                ("nranges", ctypes.c_int32), ("nrestorers", ctypes.c_int32), ("nmaps", ctypes.c_int32),
+                ("nwrites", ctypes.c_int32), ("use_sigchld", ctypes.c_int32), ("result", ctypes.c_int32),
+                ("new_threads", ctypes.c_int32), ("error", ctypes.c_int32), ("failed_write", ctypes.c_int32),
+                ("late", ctypes.c_int32), ("budget_ns", ctypes.c_int64), ("started_ns", ctypes.c_int64),
+                ("ended_ns", ctypes.c_int64), ("threads", ctypes.POINTER(_Thread)),
+                ("known", ctypes.POINTER(ctypes.c_int32)), ("ranges", ctypes.POINTER(ctypes.c_uint64)),
+                ("restorers", ctypes.POINTER(ctypes.c_uint64)), ("maps", ctypes.POINTER(ctypes.c_uint64)),
+                ("write_address", ctypes.POINTER(ctypes.c_uint64)), ("write_size", ctypes.POINTER(ctypes.c_uint64)),
+                ("write_data", ctypes.c_char_p)]
+
+
+_library: ctypes.CDLL | None | bool = False  # False: not looked for yet
+
+
+def _load() -> ctypes.CDLL | None:
+    """The library beside this module (a file, or a zipapp member copied to a memfd), or None."""
+    try:
+        members = [item for item in importlib.resources.files("buildhook.apply").iterdir() if item.name == LIBRARY]
+    except (OSError, ModuleNotFoundError):
+        return None
+    for member in members:
+        try:
+            path = os.fspath(member)
+            if not os.path.isfile(path):
+                raise TypeError
+        except TypeError:  # inside a zipapp: dlopen needs a file
+            fd = os.memfd_create("buildhook-pause", 0)
+            os.write(fd, member.read_bytes())
+            path = f"/proc/self/fd/{fd}"
+        try:
+            library = ctypes.CDLL(path)
+            if library.bh_abi() != ABI:
+                continue
+        except (OSError, AttributeError):
+            continue
+        library.bh_pause.argtypes = [ctypes.POINTER(_Pause)]
+        library.bh_pause.restype = ctypes.c_int
+        return library
+    return None
+
+
+def library() -> ctypes.CDLL | None:
+    """The native pause, or None (not built, turned off by BUILDHOOK_NATIVE_PAUSE=0, or of another ABI)."""
+    global _library
+    if os.environ.get("BUILDHOOK_NATIVE_PAUSE", "1") == "0":
+        return None
+    if _library is False:
+        _library = _load()
+    return _library  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A thread found clean, precisely, with these registers and this live stack: while both stay
+    the same the thread is clean (unwinding depends on nothing else)."""
+
+    registers: ptrace.Registers
+    start: int
+    data: bytes
+
+
+@dataclass
+class Stopped:
+    """What one native call found: the result, when the pause began (perf_counter ns) and ended,
+    and per stopped thread its registers, live stack and verdict."""
+
+    result: int
+    started_ns: int
+    ended_ns: int
+    new_threads: bool
+    registers: dict[int, ptrace.Registers]
+    stacks: dict[int, tuple[int, int]]
+    verdicts: dict[int, int]
+    late: list[int]
+    error: int = 0
+    failed_write: int = -1
+
+    def unclear(self) -> list[int]:
+        """Threads the library did not find clean: Python looks at them (precisely)."""
+        return [tid for tid, verdict in self.verdicts.items() if verdict not in (CLEAN, PROBED)]
+
+
+def _array(kind: type, values: list[int]) -> ctypes.Array:
+    return (kind * max(1, len(values)))(*values)
+
+
+def pause(group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int, ranges: list[tuple[int, int]],
+          restorers: list[int], maps: list[tuple[int, int]], writes: list[tuple[int, bytes]] | None,
+          probes: dict[int, Probe], budget: float, use_sigchld: bool) -> Stopped:
+    """Stop every seized thread, check each, and (*writes* given, every thread clean) commit and detach.
+
+    *ranges* and *maps* are sorted, disjoint [start, end) pairs.  The
+    group's account is brought up to date whatever the result.
+    """
+    native = library()
+    assert native is not None
+    tids = sorted(group.seized)
+    threads = (_Thread * max(1, len(tids)))()
+    keep: list[bytes] = []
+    for slot, tid in zip(threads, tids):
+        slot.tid = tid
+        slot.state = STOPPED if tid in group.stopped else RUNNING
+        slot.signo = group.pending.get(tid, 0)
+        slot.interrupted = 1 if tid in group.interrupted else 0
+        probe = probes.get(tid)
+        if probe is not None:
+            keep.append(probe.data)
+            slot.probe, slot.probe_start, slot.probe_size = probe.data, probe.start, len(probe.data)
+            slot.probe_regs[:] = probe.registers.values
+    flat_ranges = [value for pair in ranges for value in pair]
+    flat_maps = [value for pair in maps for value in pair]
+    known = sorted(group.zombies)
+    args = _Pause(abi=ABI, pid=group.pid, memory_pid=memory_pid, mem_fd=memory.fd, nthreads=len(tids),
+                  nknown=len(known), nranges=len(ranges), nrestorers=len(restorers), nmaps=len(maps),
+                  nwrites=-1 if writes is None else len(writes), use_sigchld=int(use_sigchld),
+                  budget_ns=int(budget * 1e9), threads=threads, known=_array(ctypes.c_int32, known),
+                  ranges=_array(ctypes.c_uint64, flat_ranges), restorers=_array(ctypes.c_uint64, restorers),
+                  maps=_array(ctypes.c_uint64, flat_maps),
+                  write_address=_array(ctypes.c_uint64, [address for address, _ in writes or []]),
+                  write_size=_array(ctypes.c_uint64, [len(data) for _, data in writes or []]),
+                  write_data=b"".join(data for _, data in writes or []))
+    native.bh_pause(ctypes.byref(args))
+    return _account(group, args, threads, tids)
+
+
+def _account(group: ThreadGroup, args: _Pause, threads: ctypes.Array, tids: list[int]) -> Stopped:
+    """Write what the library did into *group*, and what it found into a Stopped."""
+    registers, stacks, verdicts, late = {}, {}, {}, []
+    for slot, tid in zip(threads, tids):
+        if slot.state == GONE:  # ended, or detached by the commit
+            group.forget(tid)
+            continue
+        if slot.interrupted:
+            group.interrupted.add(tid)
+        else:
+            group.interrupted.discard(tid)
+        if slot.state == STOPPED:
+            group.stopped.add(tid)
+            if slot.signo:
+                group.pending[tid] = slot.signo
+            if slot.verdict != UNCHECKED:
+                registers[tid] = ptrace.Registers(list(slot.regs))
+                verdicts[tid] = slot.verdict
+                if slot.stack_size:
+                    stacks[tid] = (slot.stack_start, slot.stack_size)
+        else:
+            late.append(tid)
+    return Stopped(args.result, args.started_ns, args.ended_ns, bool(args.new_threads), registers, stacks,
+                   verdicts, late, args.error, args.failed_write)

@@ -1,0 +1,117 @@
+"""The native pause (buildhook/apply/pause.c, native.py): built with the package, used by apply and revert,
+carried by the zipapp; the Python pause still works when it is turned off; a probe stands for a thread only
+while its registers and stack are exactly the probe's.  Every process a test starts is stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from buildhook.apply import native, ptrace
+from buildhook.apply.threads import ThreadGroup
+from tests.conftest import run
+from tests.test_apply import BUILDHOOK, Program, apply, buildhook, start_program
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests attach with ptrace as root")
+
+
+def ask_banner(program: Program) -> str:
+    assert program.process.stdin is not None
+    program.process.stdin.write(b"banner\n")
+    program.process.stdin.flush()
+    return program.read_line()
+
+
+def wait_blocked_in_read(pid: int, timeout: float = 10) -> None:
+    """Until the main thread sits in read(2) (system call 0): it printed "ready" a moment before."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/syscall").read_text().split()[0] != "0":
+        assert time.monotonic() < deadline, "the main thread never blocked in read"
+        time.sleep(0.01)
+
+
+def test_the_library_is_built_with_the_package() -> None:
+    assert native.library() is not None, "pip install did not build buildhook/apply/pause.c (is gcc there?)"
+
+
+def test_apply_and_revert_stop_natively_and_the_python_pause_still_works(tmp_path: Path) -> None:
+    program = start_program("syscalls", tmp_path)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        pid = program.process.pid
+        for path, env in (("native", program.env), ("python", dict(program.env, BUILDHOOK_NATIVE_PAUSE="0"))):
+            report = apply(program.po, pid, env)
+            assert report["result"] == "applied" and report["stop"] == path
+            assert ask_banner(program) == "syscalls v2"
+            [reverted] = json.loads(buildhook(["revert", "--pid", str(pid), "--json"], env).stdout)
+            assert reverted["stop"] == path
+            assert ask_banner(program) == "syscalls v1", "an EINTR line would show up here instead"
+    finally:
+        program.stop()
+
+
+def test_the_zipapp_carries_the_native_pause(tmp_path: Path) -> None:
+    archive = tmp_path / "buildhook-apply.pyz"
+    program = start_program("syscalls", tmp_path)
+    try:
+        run([BUILDHOOK, "applier-zipapp", str(archive)], program.env)
+        assert program.read_line() == "ready syscalls v1"
+        # -I: no site-packages: the library comes out of the archive (through a memfd).
+        result = subprocess.run(["python3", "-I", str(archive), "apply", str(program.po), "--pid",
+                                 str(program.process.pid), "--json"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        [report] = json.loads(result.stdout)
+        assert report["stop"] == "native"
+        assert ask_banner(program) == "syscalls v2"
+    finally:
+        program.stop()
+
+
+def test_a_probe_stands_only_for_the_same_registers_and_the_same_stack(tmp_path: Path) -> None:
+    """A word of the main thread's live stack (blocked in read) made a busy range: found without a probe,
+    cleared by a probe of exactly its registers and stack, found again when one byte of the probe differs."""
+    program = start_program("syscalls", tmp_path)
+    group = ThreadGroup(program.process.pid)
+    pid = program.process.pid
+    memory = ptrace.ProcessMemory(pid)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        wait_blocked_in_read(pid)
+        group.seize_all()
+        maps = [(int(a, 16), int(b, 16)) for a, b in
+                (line.split()[0].split("-") for line in Path(f"/proc/{pid}/maps").read_text().splitlines())]
+
+        def pause(ranges: list[tuple[int, int]], probes: dict[int, native.Probe]) -> native.Stopped:
+            stopped = native.pause(group, memory, pid, ranges, [], maps, None, probes, 0.5, True)
+            assert stopped.result == native.HELD
+            return stopped
+
+        first = pause([], {})
+        start, size = first.stacks[pid]
+        [stack] = ptrace.read_ranges(pid, [(start, size)])
+        group.resume_all()
+        word = next(value for offset in range(0, size, 8)
+                    if (value := int.from_bytes(stack[offset:offset + 8], "little")) > 0x10000)
+        busy = [(word, word + 1)]
+
+        found = pause(busy, {})
+        assert found.verdicts[pid] == native.STACK_HIT
+        assert found.registers[pid].values == first.registers[pid].values  # still blocked, as probed
+        group.resume_all()
+        probe = native.Probe(first.registers[pid], start, stack)
+        assert pause(busy, {pid: probe}).verdicts[pid] == native.PROBED
+        group.resume_all()
+        changed = bytearray(stack)
+        changed[-1] ^= 1
+        stale = native.Probe(first.registers[pid], start, bytes(changed))
+        assert pause(busy, {pid: stale}).verdicts[pid] == native.STACK_HIT
+        group.resume_all()
+    finally:
+        group.detach_all()
+        memory.close()
+        program.stop()
