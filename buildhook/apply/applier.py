@@ -22,12 +22,13 @@ Standard library, pyelftools and buildhook's own .po reader only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -91,6 +92,7 @@ from buildhook.apply.safety import (
     clean_precisely,
     find_pointer,
     find_word,
+    learn_frames,
     stack_ranges,
     unwind_tables,
 )
@@ -1001,54 +1003,98 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: li
     fast = native.library() is not None
     probes = _probe_threads(session, ranges, frames, maps) if fast else {}
     while True:
-        try:
-            if fast:
-                stopped = _stop_native(session, ranges, frames, maps, probes,
-                                       writes if in_stop is None and frames.switches_stacks is None else None)
-                first_stop = stopped.started_ns
-                if stopped.result == native.COMMITTED:
-                    session.stop_path = "native"
-                    return (stopped.ended_ns - first_stop) / 1000, retries
-                registers, stacks = stopped.registers, stopped.stacks
-                unclear = set(stopped.unclear())
-            else:
-                first_stop = session.group.stop_all()
-                registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
-                stacks = stack_ranges(registers, maps)
-                unclear = set(registers)
-        except ThreadWontStop as exc:
-            if time.monotonic() >= deadline:
-                raise ApplyRefused(f"{exc} (tried for {timeout:g} s); nothing was changed") from exc
-            retries += 1
+        with _precedence():
+            outcome = _stop_once(session, ranges, frames, maps, probes, writes, in_stop, fast, deadline, timeout)
+        if isinstance(outcome, float):
+            return outcome, retries
+        retries += 1
+        if outcome is None:  # a thread would not stop: the others went on
             time.sleep(_after_late_stop())
             continue
-        if len(stacks) != len(registers):
-            maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
+        found, held = outcome
+        _wait_for_a_change(session.pid, found, deadline, held)
+
+
+def _stop_once(session: _Session, ranges: RangeSet, frames: ModuleFrames, maps: MapIndex,
+               probes: dict[int, native.Probe], writes: list[tuple[int, bytes]],
+               in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None,
+               fast: bool, deadline: float, timeout: float) -> float | tuple[list[BusyThread], float] | None:
+    """One attempt: the pause in µs when committed; (busy threads, seconds held) when the world went on
+    because of them; None when a thread would not stop.  Raises ApplyRefused at the deadline."""
+    try:
+        if fast:
+            stopped = _stop_native(session, ranges, frames, maps, probes,
+                                   writes if in_stop is None and frames.switches_stacks is None else None)
+            first_stop = stopped.started_ns
+            if stopped.result == native.COMMITTED:
+                session.stop_path = "native"
+                return (stopped.ended_ns - first_stop) / 1000
+            registers, stacks = stopped.registers, stopped.stacks
+            unclear = set(stopped.unclear())
+        else:
+            first_stop = session.group.stop_all()
+            registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
             stacks = stack_ranges(registers, maps)
-        looked = {tid: registers[tid] for tid in unclear}
-        found = busy_threads(session.pid, looked, {tid: stacks[tid] for tid in looked if tid in stacks},
-                             ranges, frames, maps)
-        if not found:
-            if in_stop is not None:
-                try:
-                    in_stop(registers, stacks)  # migrations: may refuse, then nothing was written
-                except BaseException:
-                    session.group.resume_all()
-                    raise
+            unclear = set(registers)
+    except ThreadWontStop as exc:
+        if time.monotonic() >= deadline:
+            raise ApplyRefused(f"{exc} (tried for {timeout:g} s); nothing was changed") from exc
+        return None
+    if len(stacks) != len(registers):
+        maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
+        stacks = stack_ranges(registers, maps)
+    looked = {tid: registers[tid] for tid in unclear}
+    found = busy_threads(session.pid, looked, {tid: stacks[tid] for tid in looked if tid in stacks},
+                         ranges, frames, maps)
+    if not found:
+        if in_stop is not None:
+            try:
+                in_stop(registers, stacks)  # migrations: may refuse, then nothing was written
+            except BaseException:
+                session.group.resume_all()
+                raise
+        if fast:
+            _commit_native(session, writes)
+            session.stop_path = "native+python"
+        else:
             for address, data in writes:
                 session.memory.write(address, data)
             session.group.detach_all()
-            session.stop_path = "native+python" if fast else "python"
-            return (time.perf_counter_ns() - first_stop) / 1000, retries
-        session.group.resume_all()
-        held = (time.perf_counter_ns() - first_stop) / 1e9
-        if time.monotonic() >= deadline:
-            names = sorted({item.label for item in found})
-            threads = ", ".join(f"{item.tid} ({item.label}, {item.where})" for item in found)
-            raise ApplyRefused(f"busy after {timeout:g} s: {', '.join(names)} always in use (threads {threads}); "
-                               "nothing was changed")
-        retries += 1
-        _wait_for_a_change(session.pid, found, deadline, held)
+            session.stop_path = "python"
+        return (time.perf_counter_ns() - first_stop) / 1000
+    session.group.resume_all()
+    held = (time.perf_counter_ns() - first_stop) / 1e9
+    if time.monotonic() >= deadline:
+        names = sorted({item.label for item in found})
+        threads = ", ".join(f"{item.tid} ({item.label}, {item.where})" for item in found)
+        raise ApplyRefused(f"busy after {timeout:g} s: {', '.join(names)} always in use (threads {threads}); "
+                           "nothing was changed")
+    return found, held
+
+
+@contextlib.contextmanager
+def _precedence() -> Iterator[None]:
+    """Real-time priority (SCHED_FIFO 1) for this thread while it may hold the target stopped.
+
+    The pause is whatever the applier takes between the first interrupt and
+    the last detach; on a loaded machine a thread at normal priority waits
+    for a CPU at every step, with the whole target stopped meanwhile (kvd
+    under load, bench/RESULTS.md: the median pause halved).  The target's
+    threads are stopped then: nothing of theirs is kept from running.  The
+    applier never spins at that priority (pause.c sleeps on SIGCHLD), and
+    goes back to its own policy right after.  Without the right to
+    (not root, no RLIMIT_RTPRIO) it runs as it is.
+    """
+    try:
+        before = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, before[0], before[1])
 
 
 def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrames, maps: MapIndex,
@@ -1087,6 +1133,16 @@ def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrame
         return stopped
 
 
+def _commit_native(session: _Session, writes: list[tuple[int, bytes]]) -> None:
+    """The writes and the detaches of a world held and found clean here, at C speed; a failed write
+    raises as the Python pause's does (the world still stopped, session.close lets it go)."""
+    done = native.commit(session.group, session.memory, writes)
+    if done.result != native.COMMITTED:
+        raise ptrace.PtraceError(f"writing process {session.pid} in the pause (write {done.failed_write}): "
+                                 f"{os.strerror(done.error)}", done.error)
+    session.group.detach_all()  # nothing is stopped now: a thread the commit did not know (none) is let go
+
+
 def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFrames,
                    maps: MapIndex) -> dict[int, native.Probe]:
     """Before the pause, each thread on its own: the ones only a precise unwind finds clean, as probes.
@@ -1096,7 +1152,9 @@ def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFra
     most of the pause.  Each thread is stopped alone for a moment (the
     others run), and one whose stack holds such a word but unwinds clean is
     kept as a probe: in the pause, the same registers and the same stack
-    bytes mean the same answer, checked with one comparison.
+    bytes mean the same answer, checked with one comparison.  Every probed
+    stack is unwound once too (safety.learn_frames), so that the rules of
+    its call chains are ready when the pause must unwind a thread that ran.
     """
     probes: dict[int, native.Probe] = {}
     group = session.group
@@ -1112,8 +1170,10 @@ def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFra
         finally:
             if tid in group.stopped:
                 group.resume(tid)
-        if stack and len(data) == stack[1] and \
-                clean_precisely(session.pid, module_frames, registers, stack[0], data, ranges):
+        if not stack or len(data) != stack[1]:
+            continue
+        learn_frames(module_frames, registers, stack[0], data)
+        if clean_precisely(session.pid, module_frames, registers, stack[0], data, ranges):
             probes[tid] = native.Probe(registers, stack[0], data)
     return probes
 

@@ -77,8 +77,9 @@ def _load() -> ctypes.CDLL | None:
                 continue
         except (OSError, AttributeError):
             continue
-        library.bh_pause.argtypes = [ctypes.POINTER(_Pause)]
-        library.bh_pause.restype = ctypes.c_int
+        for entry in (library.bh_pause, library.bh_commit):
+            entry.argtypes = [ctypes.POINTER(_Pause)]
+            entry.restype = ctypes.c_int
         return library
     return None
 
@@ -136,6 +137,19 @@ def pause(group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int, ran
     *ranges* and *maps* are sorted, disjoint [start, end) pairs.  The
     group's account is brought up to date whatever the result.
     """
+    return _call("bh_pause", group, memory, memory_pid, ranges, restorers, maps, writes, probes, budget,
+                 use_sigchld)
+
+
+def commit(group: ThreadGroup, memory: ptrace.ProcessMemory, writes: list[tuple[int, bytes]]) -> Stopped:
+    """Make the *writes* and detach every stopped thread of a world Python holds and found clean."""
+    return _call("bh_commit", group, memory, group.pid, [], [], [], writes, {}, 0.0, False)
+
+
+def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int,
+          ranges: list[tuple[int, int]], restorers: list[int], maps: list[tuple[int, int]],
+          writes: list[tuple[int, bytes]] | None, probes: dict[int, Probe], budget: float,
+          use_sigchld: bool) -> Stopped:
     native = library()
     assert native is not None
     tids = sorted(group.seized)
@@ -163,7 +177,7 @@ def pause(group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int, ran
                   write_address=_array(ctypes.c_uint64, [address for address, _ in writes or []]),
                   write_size=_array(ctypes.c_uint64, [len(data) for _, data in writes or []]),
                   write_data=b"".join(data for _, data in writes or []))
-    native.bh_pause(ctypes.byref(args))
+    getattr(native, entry)(ctypes.byref(args))
     return _account(group, args, threads, tids)
 
 

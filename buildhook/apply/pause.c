@@ -16,7 +16,8 @@
  *
  * Anything else (a busy or unclear thread, a new thread, no commit asked) returns HELD with the
  * world still stopped and every verdict filled in: Python decides with its precise unwinder,
- * exactly as without this library.  A thread that will not stop returns LATE (the others still
+ * exactly as without this library, and commits through bh_commit (the writes and the detaches,
+ * at C speed: on a loaded machine every Python step in the pause may wait for a CPU).  A thread that will not stop returns LATE (the others still
  * stopped).  The state of every thread is reported back, so that Python's ThreadGroup stays the
  * one account of what is stopped, what signal each holds and which interrupts are pending.
  *
@@ -196,7 +197,9 @@ static int wait_stopped(struct bh_pause *p, int64_t deadline)
     int blocked = 0;
     if (p->use_sigchld && pthread_sigmask(SIG_BLOCK, &chld, &before) == 0)
         blocked = !sigismember(&before, SIGCHLD);
-    int64_t spin_until = now_ns() + SPIN_NS;
+    /* Yielding spins only at normal priority: at real-time priority it would keep the CPU from
+     * the very threads that must run to stop. */
+    int64_t spin_until = sched_getscheduler(0) == SCHED_OTHER ? now_ns() + SPIN_NS : 0;
     long sleep_ns = FIRST_SLEEP_NS;
     for (;;) {
         waiting = 0;
@@ -398,6 +401,20 @@ static int commit(struct bh_pause *p)
         t->interrupted = 0;
     }
     return 0;
+}
+
+/* The commit alone, for a world Python held and found clean (a thread it looked at precisely):
+ * the writes in order, then every stopped thread detached. */
+int bh_commit(struct bh_pause *p)
+{
+    p->error = 0;
+    p->failed_write = -1;
+    if (p->abi != BH_ABI)
+        return p->result = BH_ERROR;
+    p->started_ns = now_ns();
+    int failed = commit(p);
+    p->ended_ns = now_ns();
+    return p->result = failed ? BH_ERROR : BH_COMMITTED;
 }
 
 int bh_pause(struct bh_pause *p)

@@ -465,6 +465,23 @@ def clean_precisely(pid: int, frames: ModuleFrames, regs: ptrace.Registers, star
         return False
 
 
+def learn_frames(frames: ModuleFrames, regs: ptrace.Registers, start: int, data: bytes) -> None:
+    """Unwind a thread's stack once, before the pause, for nothing but the frame rules it computes.
+
+    ``EhFrame`` computes a PC's rule from the CIE and FDE the first time
+    (tens of µs in Python) and keeps it; a thread the pause must unwind
+    precisely (a running server thread, whose stack words hit a busy range)
+    mostly sits in the same call chains as when it was probed, so its rules
+    are then ready and the pause only reads them.
+    """
+    registers = {RSP: regs.rsp, RBP: regs.rbp, RBX: regs.rbx, R12: regs.r12, R13: regs.r13, R14: regs.r14,
+                 R15: regs.r15}
+    try:
+        walk(frames, regs.rip, registers, data, start)
+    except UnwindError:
+        pass  # lost somewhere: the rules up to there are learnt, the pause unwinds the rest itself
+
+
 # -- user-level stacks: all writable memory ----------------------------------------------
 
 

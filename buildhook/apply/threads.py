@@ -138,7 +138,9 @@ class _StopNotices:
 
     def __enter__(self) -> Self:
         self.notified = False
-        self.spin_until = time.monotonic() + _SPIN_S
+        # Yielding spins only at normal priority: at real-time priority (applier._precedence) they
+        # would keep the CPU from the very threads that must run to stop.
+        self.spin_until = time.monotonic() + (_SPIN_S if os.sched_getscheduler(0) == os.SCHED_OTHER else 0)
         self.pause = _FIRST_SLEEP_S
         if signal.getsignal(signal.SIGCHLD) in (signal.SIG_DFL, None):
             before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
