@@ -1003,8 +1003,7 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: li
     fast = native.library() is not None
     probes = _probe_threads(session, ranges, frames, maps) if fast else {}
     while True:
-        with _precedence():
-            outcome = _stop_once(session, ranges, frames, maps, probes, writes, in_stop, fast, deadline, timeout)
+        outcome = _stop_once(session, ranges, frames, maps, probes, writes, in_stop, fast, deadline, timeout)
         if isinstance(outcome, float):
             return outcome, retries
         retries += 1
@@ -1040,6 +1039,18 @@ def _stop_once(session: _Session, ranges: RangeSet, frames: ModuleFrames, maps: 
         if time.monotonic() >= deadline:
             raise ApplyRefused(f"{exc} (tried for {timeout:g} s); nothing was changed") from exc
         return None
+    with _precedence():  # every thread is stopped: the rest of the pause waits for no one
+        return _check_and_commit(session, ranges, frames, maps, writes, in_stop, fast, deadline, timeout,
+                                 first_stop, registers, stacks, unclear)
+
+
+def _check_and_commit(session: _Session, ranges: RangeSet, frames: ModuleFrames, maps: MapIndex,
+                      writes: list[tuple[int, bytes]],
+                      in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None,
+                      fast: bool, deadline: float, timeout: float, first_stop: int,
+                      registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]],
+                      unclear: set[int]) -> float | tuple[list[BusyThread], float]:
+    """The world held: the threads not yet cleared looked at precisely, then the commit, or the world let go."""
     if len(stacks) != len(registers):
         maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
         stacks = stack_ranges(registers, maps)
@@ -1074,16 +1085,18 @@ def _stop_once(session: _Session, ranges: RangeSet, frames: ModuleFrames, maps: 
 
 @contextlib.contextmanager
 def _precedence() -> Iterator[None]:
-    """Real-time priority (SCHED_FIFO 1) for this thread while it may hold the target stopped.
+    """Real-time priority (SCHED_FIFO 1) for this thread while it holds every thread of the target.
 
     The pause is whatever the applier takes between the first interrupt and
     the last detach; on a loaded machine a thread at normal priority waits
-    for a CPU at every step, with the whole target stopped meanwhile (kvd
-    under load, bench/RESULTS.md: the median pause halved).  The target's
-    threads are stopped then: nothing of theirs is kept from running.  The
-    applier never spins at that priority (pause.c sleeps on SIGCHLD), and
-    goes back to its own policy right after.  Without the right to
-    (not root, no RLIMIT_RTPRIO) it runs as it is.
+    for a CPU at every step of the check, with the whole target stopped
+    meanwhile (kvd under load, bench/RESULTS.md: the median pause more than
+    halved).  Only once every thread has stopped: the target's threads are
+    then kept from nothing, whereas while they are still on their way to
+    the stop, an applier woken at real-time priority by each one takes the
+    CPU another needs (the pause of an idle kvd grew by a quarter so).
+    pause.c does the same in C around its own check and commit.  Without
+    the right to (not root, no RLIMIT_RTPRIO) the applier runs as it is.
     """
     try:
         before = os.sched_getscheduler(0), os.sched_getparam(0)

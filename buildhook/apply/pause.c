@@ -417,6 +417,8 @@ int bh_commit(struct bh_pause *p)
     return p->result = failed ? BH_ERROR : BH_COMMITTED;
 }
 
+static int check_and_commit(struct bh_pause *p);
+
 int bh_pause(struct bh_pause *p)
 {
     p->result = BH_ERROR;
@@ -446,6 +448,20 @@ int bh_pause(struct bh_pause *p)
         p->ended_ns = now_ns();
         return p->result = BH_LATE;
     }
+    /* Every thread stopped: the rest waits for no one, so nothing else may take the CPU from it
+     * (applier._precedence says why not before).  Back to the caller's policy on return. */
+    int policy = sched_getscheduler(0);
+    struct sched_param before, fifo = {.sched_priority = 1};
+    int raised = policy >= 0 && sched_getparam(0, &before) == 0 && sched_setscheduler(0, SCHED_FIFO, &fifo) == 0;
+    int result = check_and_commit(p);
+    if (raised)
+        sched_setscheduler(0, policy, &before);
+    return result;
+}
+
+/* The stopped world: the task list again, every thread's check, and the commit when all are clean. */
+static int check_and_commit(struct bh_pause *p)
+{
     p->new_threads = has_new_threads(p);
     int unclean = check_threads(p);
     if (unclean < 0) {
