@@ -15,6 +15,7 @@ stopped, what signal each thread holds and which interrupts are pending.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import importlib.resources
 import os
 from dataclasses import dataclass
@@ -56,13 +57,29 @@ class _Pause(ctypes.Structure):
 _library: ctypes.CDLL | None | bool = False  # False: not looked for yet
 
 
-def _load() -> ctypes.CDLL | None:
-    """The library beside this module (a file, or a zipapp member copied to a memfd), or None."""
+def _candidates() -> list:
+    """The library beside this module (a file, or a zipapp member), then the installed distribution's:
+    a source checkout imported ahead of its own regular install (``python -m pytest`` in the checkout,
+    as CI runs it) has no build of its own, and the install's is the same file, checked by ABI."""
+    found = []
     try:
-        members = [item for item in importlib.resources.files("buildhook.apply").iterdir() if item.name == LIBRARY]
+        found += [item for item in importlib.resources.files("buildhook.apply").iterdir() if item.name == LIBRARY]
     except (OSError, ModuleNotFoundError):
-        return None
-    for member in members:
+        pass
+    try:  # every distribution of that name: the checkout's own egg-info comes first, and has no build
+        for distribution in importlib.metadata.distributions(name="buildhook"):
+            installed = distribution.locate_file(f"buildhook/apply/{LIBRARY}")
+            if os.path.isabs(installed) and os.path.isfile(installed) and not any(
+                    os.path.samefile(item, installed) for item in found if isinstance(item, os.PathLike)):
+                found.append(installed)
+    except (TypeError, OSError):
+        pass
+    return found
+
+
+def _load() -> ctypes.CDLL | None:
+    """The first library found (_candidates) whose ABI is this module's, or None."""
+    for member in _candidates():
         try:
             path = os.fspath(member)
             if not os.path.isfile(path):

@@ -45,7 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BH_ABI 1
+#define BH_ABI 1  /* bump with any change to the structures below: native.py checks it */
 
 enum { BH_RUNNING = 0, BH_STOPPED = 1, BH_GONE = 2 };
 enum {
