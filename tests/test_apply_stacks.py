@@ -15,6 +15,7 @@ import glob
 import os
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,21 @@ def applied_once_f_returned(program: Program) -> None:
     assert program.read_line() == "f new"
 
 
-def test_frame_below_a_signal_handler_on_an_alternate_stack_is_busy(tmp_path: Path) -> None:
-    program = start_program("altstack", tmp_path)
+# Both pauses: the native one (pause.c finds the words, Python unwinds precisely) and the Python one
+# (BUILDHOOK_NATIVE_PAUSE=0: what a machine without a compiler at install time runs).
+PAUSES = pytest.mark.parametrize("pause", ["native", "python"])
+
+
+def started(name: str, tmp_path: Path, pause: str) -> Program:
+    program = start_program(name, tmp_path)
+    if pause == "python":
+        program = replace(program, env=dict(program.env, BUILDHOOK_NATIVE_PAUSE="0"))
+    return program
+
+
+@PAUSES
+def test_frame_below_a_signal_handler_on_an_alternate_stack_is_busy(tmp_path: Path, pause: str) -> None:
+    program = started("altstack", tmp_path, pause)
     try:
         assert program.read_line() == "ready"
         send(program, "enter")
@@ -76,8 +90,9 @@ def test_frame_below_a_signal_handler_on_an_alternate_stack_is_busy(tmp_path: Pa
         program.stop()
 
 
-def test_function_parked_in_a_coroutine_is_busy(tmp_path: Path) -> None:
-    program = start_program("coroutine", tmp_path)
+@PAUSES
+def test_function_parked_in_a_coroutine_is_busy(tmp_path: Path, pause: str) -> None:
+    program = started("coroutine", tmp_path, pause)
     try:
         assert program.read_line() == "ready"
         send(program, "enter")
