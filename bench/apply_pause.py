@@ -392,22 +392,14 @@ def replaced_functions(cli: str, po: Path, env: dict[str, str]) -> list[dict]:
 
 
 def load_bias(pid: int, binary: Path) -> int:
-    """Run-time address minus link-time address in *binary* mapped in *pid* (kvd is PIE: its load base)."""
-    from elftools.elf.elffile import ELFFile
+    """Run-time address minus link-time address of *binary* in *pid*: the applier's own reading of the map."""
+    from buildhook.apply.process import mapped_objects
 
     wanted = os.path.realpath(binary)
-    base = None
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        fields = line.split(maxsplit=5)
-        if len(fields) == 6 and int(fields[2], 16) == 0 and os.path.realpath(fields[5]) == wanted:
-            base = int(fields[0].split("-")[0], 16)  # the first mapping of the file, offset 0
-            break
-    if base is None:
-        raise RuntimeError(f"{binary} is not mapped at offset 0 in /proc/{pid}/maps")
-    with open(binary, "rb") as handle:
-        elf = ELFFile(handle)
-        first = min(seg["p_vaddr"] for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD")
-    return base - (first & ~0xFFF)
+    for item in mapped_objects(pid):
+        if os.path.realpath(item.path) == wanted:
+            return item.bias
+    raise RuntimeError(f"{binary} is not mapped at offset 0 in /proc/{pid}/maps")
 
 
 def jump_addresses(pid: int, binary: Path, functions: list[dict]) -> list[int]:

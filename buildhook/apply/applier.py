@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from buildhook.apply import frames, gates, native, ptrace
 from buildhook.apply.datachange import (
@@ -172,7 +172,6 @@ class _Session:
         self._checked: set[int] = set()  # threads whose seccomp filters were evaluated
         self._frames: ModuleFrames | None = None  # unwind tables of the loaded objects, read once
         self._unwinder: frames.Unwinder | None = None
-        self.stop_path = ""  # how the last commit stopped the world: "native", "native+python", "python"
 
     def close(self) -> None:
         """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""
@@ -818,8 +817,8 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
             if any(m.kind == "transform" for m in _moved(members)):  # a transform may allocate: no thread
                 busy += frames.allocator_code(mapped_objects(pid)).ranges  # may be inside the allocator
             migrated: list[dict[str, object]] = []
-            pause_us, retries = _commit(session, busy, timeout, _commit_writes(session.memory, members),
-                                        _migrate_in_stop(session, members, migrated))
+            pause_us, retries, stop = _commit(session, busy, timeout, _commit_writes(session.memory, members),
+                                              _migrate_in_stop(session, members, migrated))
         except BaseException:
             if created and session.memory.read(members[0].control, 1) != bytes([gates.COMMITTED]):
                 session.group.detach_all()  # not committed: nothing runs these regions; take them away
@@ -840,7 +839,7 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
         return [ApplyReport(pid, "applied", member.patch.patch_id,
                             [gate.name for gate in member.planned if gate.kind == "replaced"], pause_us, total_ms,
                             retries, *((hooks, migrated) if member is members[0] else ([], [])),
-                            stop=session.stop_path)
+                            stop=stop)
                 for member in members]
     finally:
         session.close()
@@ -979,10 +978,11 @@ def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
 
 def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: list[tuple[int, bytes]],
             in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None = None) \
-        -> tuple[float, int]:
+        -> tuple[float, int, str]:
     """Stop the world until it is safe, then make the *writes* (in order) and let every thread go (detached).
 
-    Returns (pause in µs, retries); raises ApplyRefused, naming the busy
+    Returns (pause in µs, retries, how the world was stopped: "native",
+    "native+python" or "python"); raises ApplyRefused, naming the busy
     functions and threads, when it is still not safe after *timeout*.
     Everything the check needs is prepared before the stop: the unwind
     tables, the map index, the busy ranges, the probes.  *in_stop* runs
@@ -994,93 +994,106 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: li
     in a busy range, a signal frame) is looked at here, precisely, with the
     world still stopped, exactly as the Python pause looks at every thread.
     """
-    deadline = time.monotonic() + timeout
-    retries = 0
     frames = session.module_frames()
     maps = MapIndex(read_maps(session.pid))
     ranges = RangeSet(busy)
     session.group.seize_all()
     fast = native.library() is not None
-    probes = _probe_threads(session, ranges, frames, maps) if fast else {}
+    stop = _Stop(session, ranges, frames, maps, _probe_threads(session, ranges, frames, maps) if fast else {},
+                 writes, in_stop, fast, time.monotonic() + timeout, timeout)
+    retries = 0
     while True:
-        outcome = _stop_once(session, ranges, frames, maps, probes, writes, in_stop, fast, deadline, timeout)
-        if isinstance(outcome, float):
-            return outcome, retries
+        outcome = stop.attempt()
+        if isinstance(outcome, _Committed):
+            return outcome.pause_us, retries, outcome.path
         retries += 1
         if outcome is None:  # a thread would not stop: the others went on
             time.sleep(_after_late_stop())
             continue
         found, held = outcome
-        _wait_for_a_change(session.pid, found, deadline, held)
+        _wait_for_a_change(session.pid, found, stop.deadline, held)
 
 
-def _stop_once(session: _Session, ranges: RangeSet, frames: ModuleFrames, maps: MapIndex,
-               probes: dict[int, native.Probe], writes: list[tuple[int, bytes]],
-               in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None,
-               fast: bool, deadline: float, timeout: float) -> float | tuple[list[BusyThread], float] | None:
-    """One attempt: the pause in µs when committed; (busy threads, seconds held) when the world went on
-    because of them; None when a thread would not stop.  Raises ApplyRefused at the deadline."""
-    try:
-        if fast:
-            stopped = _stop_native(session, ranges, frames, maps, probes,
-                                   writes if in_stop is None and frames.switches_stacks is None else None)
-            first_stop = stopped.started_ns
-            if stopped.result == native.COMMITTED:
-                session.stop_path = "native"
-                return (stopped.ended_ns - first_stop) / 1000
-            registers, stacks = stopped.registers, stopped.stacks
-            unclear = set(stopped.unclear())
-        else:
-            first_stop = session.group.stop_all()
-            registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
-            stacks = stack_ranges(registers, maps)
-            unclear = set(registers)
-    except ThreadWontStop as exc:
-        if time.monotonic() >= deadline:
-            raise ApplyRefused(f"{exc} (tried for {timeout:g} s); nothing was changed") from exc
-        return None
-    with _precedence():  # every thread is stopped: the rest of the pause waits for no one
-        return _check_and_commit(session, ranges, frames, maps, writes, in_stop, fast, deadline, timeout,
-                                 first_stop, registers, stacks, unclear)
+class _Committed(NamedTuple):
+    pause_us: float
+    path: str  # "native", "native+python", "python"
 
 
-def _check_and_commit(session: _Session, ranges: RangeSet, frames: ModuleFrames, maps: MapIndex,
-                      writes: list[tuple[int, bytes]],
-                      in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None,
-                      fast: bool, deadline: float, timeout: float, first_stop: int,
-                      registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]],
-                      unclear: set[int]) -> float | tuple[list[BusyThread], float]:
-    """The world held: the threads not yet cleared looked at precisely, then the commit, or the world let go."""
-    if len(stacks) != len(registers):
-        maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
-        stacks = stack_ranges(registers, maps)
-    looked = {tid: registers[tid] for tid in unclear}
-    found = busy_threads(session.pid, looked, {tid: stacks[tid] for tid in looked if tid in stacks},
-                         ranges, frames, maps)
-    if not found:
-        if in_stop is not None:
+@dataclass
+class _Stop:
+    """One commit's stops of the world: everything prepared for them, and one attempt at a time."""
+
+    session: _Session
+    ranges: RangeSet
+    frames: ModuleFrames
+    maps: MapIndex
+    probes: dict[int, native.Probe]
+    writes: list[tuple[int, bytes]]
+    in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None
+    fast: bool  # the native pause
+    deadline: float
+    timeout: float
+
+    def attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
+        """Committed; or (busy threads, seconds held) when the world went on because of them; or None
+        when a thread would not stop.  Raises ApplyRefused at the deadline."""
+        session = self.session
+        try:
+            if self.fast:
+                one_call = self.in_stop is None and self.frames.switches_stacks is None
+                stopped = _stop_native(session, self.ranges, self.frames, self.maps, self.probes,
+                                       self.writes if one_call else None)
+                first_stop = stopped.started_ns
+                if stopped.result == native.COMMITTED:
+                    return _Committed((stopped.ended_ns - first_stop) / 1000, "native")
+                registers, stacks = stopped.registers, stopped.stacks
+                unclear = set(stopped.unclear())
+            else:
+                first_stop = session.group.stop_all()
+                registers = {tid: ptrace.get_registers(tid) for tid in session.group.stopped}
+                stacks = stack_ranges(registers, self.maps)
+                unclear = set(registers)
+        except ThreadWontStop as exc:
+            if time.monotonic() >= self.deadline:
+                raise ApplyRefused(f"{exc} (tried for {self.timeout:g} s); nothing was changed") from exc
+            return None
+        with _precedence():  # every thread is stopped: the rest of the pause waits for no one
+            return self._check_and_commit(first_stop, registers, stacks, unclear)
+
+    def _check_and_commit(self, first_stop: int, registers: dict[int, ptrace.Registers],
+                          stacks: dict[int, tuple[int, int]],
+                          unclear: set[int]) -> _Committed | tuple[list[BusyThread], float]:
+        """The world held: the threads not yet cleared looked at precisely, then the commit, or the world
+        let go."""
+        session = self.session
+        if len(stacks) != len(registers):
+            self.maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
+            stacks = stack_ranges(registers, self.maps)
+        looked = {tid: registers[tid] for tid in unclear}
+        found = busy_threads(session.pid, looked, {tid: stacks[tid] for tid in looked if tid in stacks},
+                             self.ranges, self.frames, self.maps)
+        if found:
+            session.group.resume_all()
+            held = (time.perf_counter_ns() - first_stop) / 1e9
+            if time.monotonic() >= self.deadline:
+                names = sorted({item.label for item in found})
+                threads = ", ".join(f"{item.tid} ({item.label}, {item.where})" for item in found)
+                raise ApplyRefused(f"busy after {self.timeout:g} s: {', '.join(names)} always in use "
+                                   f"(threads {threads}); nothing was changed")
+            return found, held
+        if self.in_stop is not None:
             try:
-                in_stop(registers, stacks)  # migrations: may refuse, then nothing was written
+                self.in_stop(registers, stacks)  # migrations: may refuse, then nothing was written
             except BaseException:
                 session.group.resume_all()
                 raise
-        if fast:
-            _commit_native(session, writes)
-            session.stop_path = "native+python"
+        if self.fast:
+            _commit_native(session, self.writes)
         else:
-            for address, data in writes:
+            for address, data in self.writes:
                 session.memory.write(address, data)
             session.group.detach_all()
-            session.stop_path = "python"
-        return (time.perf_counter_ns() - first_stop) / 1000
-    session.group.resume_all()
-    held = (time.perf_counter_ns() - first_stop) / 1e9
-    if time.monotonic() >= deadline:
-        names = sorted({item.label for item in found})
-        threads = ", ".join(f"{item.tid} ({item.label}, {item.where})" for item in found)
-        raise ApplyRefused(f"busy after {timeout:g} s: {', '.join(names)} always in use (threads {threads}); "
-                           "nothing was changed")
-    return found, held
+        return _Committed((time.perf_counter_ns() - first_stop) / 1000, "native+python" if self.fast else "python")
 
 
 @contextlib.contextmanager
@@ -1275,7 +1288,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
             for old, new, size in moved_back:
                 memory.write(old, memory.read(new, size))
 
-        pause_us, retries = _commit(session, busy, timeout, writes, copy_back if moved_back else None)
+        pause_us, retries, stop = _commit(session, busy, timeout, writes, copy_back if moved_back else None)
         _remove_leftovers(session, leftovers)
         try:
             hooks += _run_recorded_hooks(session, members, "post_revert")
@@ -1283,7 +1296,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
             raise ApplyRefused(f"{exc}; the revert itself is done (the old code runs)") from exc
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
-                            total_ms, retries, hooks, stop=session.stop_path) for patch in members]
+                            total_ms, retries, hooks, stop=stop) for patch in members]
     finally:
         session.close()
 

@@ -171,7 +171,6 @@ def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_p
     assert native is not None
     tids = sorted(group.seized)
     threads = (_Thread * max(1, len(tids)))()
-    keep: list[bytes] = []
     for slot, tid in zip(threads, tids):
         slot.tid = tid
         slot.state = STOPPED if tid in group.stopped else RUNNING
@@ -179,7 +178,7 @@ def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_p
         slot.interrupted = 1 if tid in group.interrupted else 0
         probe = probes.get(tid)
         if probe is not None:
-            keep.append(probe.data)
+            # the array keeps the bytes alive (ctypes holds what a c_char_p field was given)
             slot.probe, slot.probe_start, slot.probe_size = probe.data, probe.start, len(probe.data)
             slot.probe_regs[:] = probe.registers.values
     flat_ranges = [value for pair in ranges for value in pair]

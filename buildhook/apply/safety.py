@@ -409,12 +409,16 @@ def _conservative(pieces: list[_Piece], ranges: RangeSet, restorers: frozenset[i
     return None
 
 
+def _unwind_inputs(regs: ptrace.Registers) -> dict[int, int]:
+    """What the unwinder starts from, by DWARF number: the stack pointer and the callee-saved registers."""
+    return {RSP: regs.rsp, RBP: regs.rbp, RBX: regs.rbx, R12: regs.r12, R13: regs.r13, R14: regs.r14, R15: regs.r15}
+
+
 def _precise(frames: ModuleFrames, regs: ptrace.Registers, pieces: list[_Piece], ranges: RangeSet,
              reader: _StackReader) -> _Finding | None:
     """The thread's return addresses, unwound through signal frames; raises UnwindError when lost."""
     rip = regs.rip
-    registers = {RSP: regs.rsp, RBP: regs.rbp, RBX: regs.rbx, R12: regs.r12, R13: regs.r13, R14: regs.r14,
-                 R15: regs.r15}
+    registers = _unwind_inputs(regs)
     piece, where = pieces[0], "stack"
     for _frame in range(MAX_SIGNAL_FRAMES + 1):
         found, slot = walk(frames, rip, registers, piece.data, piece.start)
@@ -474,10 +478,8 @@ def learn_frames(frames: ModuleFrames, regs: ptrace.Registers, start: int, data:
     mostly sits in the same call chains as when it was probed, so its rules
     are then ready and the pause only reads them.
     """
-    registers = {RSP: regs.rsp, RBP: regs.rbp, RBX: regs.rbx, R12: regs.r12, R13: regs.r13, R14: regs.r14,
-                 R15: regs.r15}
     try:
-        walk(frames, regs.rip, registers, data, start)
+        walk(frames, regs.rip, _unwind_inputs(regs), data, start)
     except UnwindError:
         pass  # lost somewhere: the rules up to there are learnt, the pause unwinds the rest itself
 

@@ -138,7 +138,7 @@ class _StopNotices:
 
     def __enter__(self) -> Self:
         self.notified = False
-        # Yielding spins only at normal priority: at real-time priority (applier._precedence) they
+        # Yielding spins only at normal priority: run at real-time priority (chrt) they
         # would keep the CPU from the very threads that must run to stop.
         self.spin_until = time.monotonic() + (_SPIN_S if os.sched_getscheduler(0) == os.SCHED_OTHER else 0)
         self.pause = _FIRST_SLEEP_S
