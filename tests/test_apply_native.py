@@ -55,6 +55,27 @@ def test_apply_and_revert_stop_natively_and_the_python_pause_still_works(tmp_pat
         program.stop()
 
 
+def test_a_bad_native_pause_setting_is_one_line_and_the_target_untouched(tmp_path: Path) -> None:
+    program = start_program("syscalls", tmp_path)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        pid = program.process.pid
+        env = dict(program.env, BUILDHOOK_NATIVE_PAUSE="maybe")
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        for command in (["apply", str(program.po), "--pid", str(pid)], ["revert", "--pid", str(pid)]):
+            result = buildhook(command, env, check=False)
+            assert result.returncode == 1
+            [line] = result.stderr.decode().strip().splitlines()
+            assert line == ("buildhook: error: BUILDHOOK_NATIVE_PAUSE='maybe' is not one of 1/yes/true/on "
+                            "or 0/no/false/off"), line
+        assert Path(f"/proc/{pid}/maps").read_text() == maps
+        assert ask_banner(program) == "syscalls v1"
+        report = apply(program.po, pid, dict(program.env, BUILDHOOK_NATIVE_PAUSE="off"))
+        assert report["stop"] == "python"  # the other spellings of the booleans are taken
+    finally:
+        program.stop()
+
+
 def test_the_zipapp_carries_the_native_pause(tmp_path: Path) -> None:
     archive = tmp_path / "buildhook-apply.pyz"
     program = start_program("syscalls", tmp_path)

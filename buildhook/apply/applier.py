@@ -787,6 +787,7 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
     revert of any member turns them all off.  A patch alone is a set of one.
     """
     started = time.perf_counter()
+    native.library()  # a bad BUILDHOOK_NATIVE_PAUSE is refused before anything is touched
     check_system(pid)
     members = _members(patches, pid)
     session = _Session(pid, timeout, members[0].target)
@@ -1252,6 +1253,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
     they held when the patch was applied.
     """
     started = time.perf_counter()
+    native.library()  # a bad BUILDHOOK_NATIVE_PAUSE is refused before anything is touched
     check_system(pid)
     patches = _recorded(pid)
     applied = [p for p in patches if condition(p, patches) == "applied"]

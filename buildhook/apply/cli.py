@@ -24,6 +24,7 @@ from buildhook.apply.applier import (
     patch_status,
     revert_patch,
 )
+from buildhook.apply import native
 from buildhook.apply.inject import InjectionError
 from buildhook.apply.preflight import TargetUnsuitable
 from buildhook.apply.process import ProcessError
@@ -195,7 +196,7 @@ def dispatch(args: argparse.Namespace, program: str) -> int:
         print(f"{program}: refused: {demangle_text(str(exc))}", file=sys.stderr)
         return EXIT_REFUSED
     except (PatchFormatError, SignatureError, ProcessError, TraceDenied, PtraceError, InjectionError,
-            TargetUnsuitable) as exc:
+            TargetUnsuitable, native.SettingError) as exc:
         print(f"{program}: error: {demangle_text(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a defect of ours is still one line, never a traceback

@@ -101,10 +101,24 @@ def _load() -> ctypes.CDLL | None:
     return None
 
 
+class SettingError(ValueError):
+    """BUILDHOOK_NATIVE_PAUSE has a value that is no boolean; the message says which are."""
+
+
+_ON, _OFF = ("1", "yes", "true", "on"), ("0", "no", "false", "off")  # as buildhook's other settings
+
+
 def library() -> ctypes.CDLL | None:
-    """The native pause, or None (not built, turned off by BUILDHOOK_NATIVE_PAUSE=0, or of another ABI)."""
+    """The native pause, or None (not built, turned off by BUILDHOOK_NATIVE_PAUSE=0, or of another ABI).
+
+    Raises SettingError for a value of BUILDHOOK_NATIVE_PAUSE that is no boolean: the applier asks
+    before it touches the target, so a typo never silently picks a pause."""
     global _library
-    if os.environ.get("BUILDHOOK_NATIVE_PAUSE", "1") == "0":
+    value = os.environ.get("BUILDHOOK_NATIVE_PAUSE", "1").strip().lower()
+    if value not in _ON + _OFF:
+        raise SettingError(f"BUILDHOOK_NATIVE_PAUSE={os.environ['BUILDHOOK_NATIVE_PAUSE']!r} is not one of "
+                           f"{'/'.join(_ON)} or {'/'.join(_OFF)}")
+    if value in _OFF:
         return None
     if _library is False:
         _library = _load()
