@@ -1,8 +1,9 @@
 """Activeness on every stack: frames no thread's stack pointer leads to are still seen.
 
-Two real programs put the patched function ``f`` live where the thread scan
+Real programs put the patched function ``f`` live where the thread scan
 alone never looks: below a signal handler that runs on an alternate signal
-stack, and on the stack of a parked coroutine (makecontext/swapcontext).
+stack, and on the stack of a parked coroutine (makecontext/swapcontext, and
+boost.context's interface, whose saved contexts are unwound precisely).
 Applying must be refused while ``f`` is there, leave the process as it was,
 and succeed once ``f`` has returned.  A thread whose stack cannot be found or
 read counts as busy.  Every process a test starts is stopped by PID with a
@@ -28,6 +29,7 @@ from buildhook.apply.safety import (
     busy_threads,
     stack_ranges,
 )
+from tests.support.programs import build_releases, system_libraries
 from tests.test_apply import Program, buildhook, region_mapped, start_program, status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests attach with ptrace as root")
@@ -105,6 +107,75 @@ def test_function_parked_in_a_coroutine_is_busy(tmp_path: Path, pause: str) -> N
         assert program.read_line() == "parked"
         send(program, "release")
         assert program.read_line() == "f new", "a new coroutine runs the new f"
+    finally:
+        program.stop()
+
+
+@PAUSES
+def test_a_stale_return_address_on_a_parked_boost_context_stack_does_not_block(tmp_path: Path, pause: str) -> None:
+    """A coroutine on boost.context's interface (apply_programs/fcontext) called f and parked once f had
+    returned: a return address into f stays on its stack below the saved context, where no live frame
+    is.  The saved context is unwound precisely, so the patch applies.  Before, every word of memory
+    counted and the apply was refused after its timeout ("f always in use (... parked stack or saved
+    context at ...)"), as on pdns-recursor."""
+    program = started("fcontext", tmp_path, pause)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "call")
+        assert program.read_line() == "f old"
+        result = buildhook(["apply", str(program.po), "--pid", str(program.process.pid), "--timeout", "3"],
+                           program.env, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        send(program, "call")
+        assert program.read_line() == "f new"
+    finally:
+        program.stop()
+
+
+@PAUSES
+def test_a_function_parked_in_a_boost_context_coroutine_is_busy(tmp_path: Path, pause: str) -> None:
+    """Parked inside f (in g, which f called), the coroutine's saved context unwinds into f: refused.
+    Released, f returns and the context it left stays in memory below the live one, held by nothing:
+    the patch then applies, and the coroutine and one started after its final jump run the new f."""
+    program = started("fcontext", tmp_path, pause)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "enter")
+        assert program.read_line() == "parked"
+        refused_while_f_is_live(program)
+        send(program, "release")
+        assert program.read_line() == "f old", "the parked f finished as the old code"
+        applied_once_f_returned(program)
+        send(program, "finish")
+        assert program.read_line() == "finished"
+        send(program, "call")
+        assert program.read_line() == "f new", "a new coroutine runs the new f"
+    finally:
+        program.stop()
+
+
+def test_stack_switching_code_not_known_keeps_every_word_of_memory_busy(tmp_path: Path) -> None:
+    """The same program on a jump_fcontext whose code is not boost.context's layout (one nop more): its
+    saved contexts cannot be told, so the stale word into f blocks, and the refusal says why."""
+    releases = build_releases("fcontext", tmp_path, ("new",))
+    other = tmp_path / "other"
+    system_libraries("fcontext", other, "-DOTHER_LAYOUT")
+    process = subprocess.Popen([str(releases.old)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               env=dict(os.environ, LD_LIBRARY_PATH=str(other)))
+    program = Program(process, releases.patches["new"], releases.env, releases.old)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "call")
+        assert program.read_line() == "f old"
+        result = buildhook(["apply", str(program.po), "--pid", str(process.pid), "--timeout", "0.5"],
+                           program.env, check=False)
+        assert result.returncode == 2, result.stderr.decode()
+        [line] = result.stderr.decode().strip().splitlines()
+        assert ": f always in use" in line and "parked stack or saved context at" in line, line
+        assert "jump_fcontext in " in line and "is not the boost.context code known" in line, line
+        assert not region_mapped(process.pid)
+        send(program, "call")
+        assert program.read_line() == "f old"
     finally:
         program.stop()
 

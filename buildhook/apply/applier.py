@@ -1072,7 +1072,7 @@ class _Stop:
             stacks = stack_ranges(registers, self.maps)
         looked = {tid: registers[tid] for tid in unclear}
         found = busy_threads(session.pid, looked, {tid: stacks[tid] for tid in looked if tid in stacks},
-                             self.ranges, self.frames, self.maps)
+                             self.ranges, self.frames, self.maps, every_thread=registers)
         if found:
             session.group.resume_all()
             held = (time.perf_counter_ns() - first_stop) / 1e9

@@ -39,6 +39,16 @@ idle.  Three kinds of stack are looked at:
    ``MEMORY_SCAN_LIMIT`` bytes to read, or private anonymous memory that
    cannot be read, is busy.  Stack switching done by code of the process's
    own, with no such import, is not detected.
+4. boost.context's saved contexts, told precisely (fcontext.py: the
+   library's code checked and every return site of a context-saving call
+   found before the pause).  When boost.context is the only stack switching,
+   the same pass over memory also collects every word equal to a return
+   site: the S+0x38 of a saved context.  Each is unwound from the
+   registers saved at S (scan_contexts); one whose frames are busy, or
+   that cannot be unwound, counts only if something can resume it (a
+   thread's register or a word of memory holds S).  Stale words then no
+   longer block; a process with more than ``MAX_CONTEXTS`` candidates is
+   busy.
 
 The scan runs at C speed: ``bytes.find`` looks for bytes 2-5 of the
 addresses of every 64 KiB window the busy ranges touch, and Python looks
@@ -69,6 +79,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from buildhook.apply import ptrace
+from buildhook.apply.fcontext import RETURN_OFFSET, Unsupported, find_saved_contexts
 from buildhook.apply.process import (
     PAGE,
     MappedObject,
@@ -88,6 +99,7 @@ from buildhook.apply.unwind import (
     RSP,
     EhFrame,
     ModuleFrames,
+    OutsideStack,
     UnwindError,
     walk,
 )
@@ -118,6 +130,13 @@ SIGNAL_GREGS = 8 + 8 + 8 + 24
 GREGS = struct.Struct("<19Q")
 GREG_DWARF = (8, 9, 10, 11, 12, 13, 14, 15, 5, 4, 6, 3, 1, 0, 2, 7)  # DWARF number of gregs[0..15]
 USER_CODE_SEGMENTS = (0x33, 0x23)  # the cs the kernel saves for 64-bit and 32-bit user code
+# A boost.context saved context (fcontext.py): MXCSR and x87 control word, r12, r13, r14, r15, rbx, rbp,
+# the return address; the context resumes with rsp just above it.
+CONTEXT = struct.Struct("<8Q")
+CONTEXT_SIZE = CONTEXT.size
+CONTEXT_READ = 16 << 10            # bytes of a parked coroutine's stack read first (more when its unwind needs)
+MAX_CONTEXT_READ = 8 << 20
+MAX_CONTEXTS = 4096                # candidate saved contexts the pause may unwind; more is busy
 
 
 @dataclass(frozen=True)
@@ -207,8 +226,10 @@ def stack_ranges(registers: dict[int, ptrace.Registers], maps: MapIndex) -> dict
     return result
 
 
-def find_word(data: bytes, ranges: RangeSet, exclude: frozenset[int] = frozenset()) -> tuple[int, BusyRange] | None:
-    """(offset, range) of the first aligned word of *data* pointing into a busy range and not in *exclude*."""
+def iter_words(data: bytes, ranges: RangeSet, exclude: frozenset[int] = frozenset()) \
+        -> Iterator[tuple[int, BusyRange]]:
+    """(offset, range) of every aligned word of *data* pointing into one of *ranges* and not in *exclude*,
+    window by window (not in address order)."""
     offset, patterns = ranges.patterns()
     unpack, lookup, limit = struct.unpack_from, ranges.find, len(data) - 8
     for pattern in patterns:
@@ -219,8 +240,12 @@ def find_word(data: bytes, ranges: RangeSet, exclude: frozenset[int] = frozenset
                 if word not in exclude:
                     hit = lookup(word)
                     if hit is not None:
-                        return start, hit
-    return None
+                        yield start, hit
+
+
+def find_word(data: bytes, ranges: RangeSet, exclude: frozenset[int] = frozenset()) -> tuple[int, BusyRange] | None:
+    """(offset, range) of an aligned word of *data* pointing into a busy range and not in *exclude*."""
+    return next(iter_words(data, ranges, exclude), None)
 
 
 def scan_words(data: bytes, ranges: RangeSet) -> BusyRange | None:
@@ -230,14 +255,16 @@ def scan_words(data: bytes, ranges: RangeSet) -> BusyRange | None:
 
 
 def unwind_tables(objects: list[MappedObject]) -> ModuleFrames:
-    """The .eh_frame tables of every loaded module, the signal restorers in their code and whether any
-    imports a stack-switching call (built before the pause)."""
+    """The .eh_frame tables of every loaded module, the signal restorers in their code, whether any
+    imports a stack-switching call and, for boost.context, how its saved contexts are told (built before
+    the pause)."""
     import io
 
     from elftools.elf.elffile import ELFFile
 
     frames = ModuleFrames()
     restorers: set[int] = set()
+    switching: dict[str, set[str]] = {}  # path → the stack-switching calls it imports
     for item in objects:
         table = None
         try:
@@ -255,14 +282,23 @@ def unwind_tables(objects: list[MappedObject]) -> ModuleFrames:
                 while position >= 0:
                     restorers.add(mapping.start + position)
                     position = code.find(RESTORER_CODE, position + 1)
-        if frames.switches_stacks is None and not any(name in os.path.basename(item.path)
-                                                      for name in SWITCHING_NOT_COUNTED):
+        if not any(name in os.path.basename(item.path) for name in SWITCHING_NOT_COUNTED):
             try:
-                switching = sorted(dynamic_imports(item.file_bytes) & STACK_SWITCHING)
+                names = dynamic_imports(item.file_bytes) & STACK_SWITCHING
             except Exception:  # noqa: BLE001 - unreadable symbols: assume the worst, scan memory
-                switching = ["(unreadable .dynsym)"]
-            if switching:
-                frames.switches_stacks = f"{item.path} imports {', '.join(switching)}"
+                names = {"(unreadable .dynsym)"}
+            if names:
+                switching[item.path] = names
+    if switching:
+        path, names = next(iter(switching.items()))
+        frames.switches_stacks = f"{path} imports {', '.join(sorted(names))}"
+        try:
+            frames.contexts = find_saved_contexts(objects, switching)
+            frames.outermost = frames.contexts.finishes
+        except Unsupported as exc:
+            frames.contexts_unknown = str(exc)
+        except Exception as exc:  # noqa: BLE001 - an object that cannot be read: the conservative scan
+            frames.contexts_unknown = f"its stack switching could not be read ({exc})"
     frames.restorers = frozenset(restorers)
     return frames
 
@@ -514,15 +550,65 @@ def _resident(pagemap: int | None, mapping: Mapping) -> list[tuple[int, int]]:
             for run in RESIDENT.finditer(entries[7::8])]
 
 
-def scan_memory(pid: int, ranges: RangeSet) -> tuple[str, str] | None:
+def scan_memory(pid: int, ranges: RangeSet, why: str | None = None) -> tuple[str, str] | None:
     """(label, where) of a word in writable memory pointing into a busy range (not at its first byte);
-    or of the reason the memory could not be scanned; None when nothing points there."""
+    or of the reason the memory could not be scanned; None when nothing points there.  *why*: why the
+    saved contexts are not told precisely, said in the finding."""
     found = find_pointer(pid, ranges, ranges.entries)
     if isinstance(found, str):
         return "unscanned memory", found
     if found is not None:
-        return found[0].label, f"parked stack or saved context at {found[1]:#x}"
+        because = f" ({why}, so every word counts)" if why else ""
+        return found[0].label, f"parked stack or saved context at {found[1]:#x}{because}"
     return None
+
+
+class _Unscannable(Exception):
+    """Writable memory the pause cannot read completely (the answer is then busy)."""
+
+
+def _writable_memory(pid: int, skip: tuple[tuple[int, int], ...], limit: int,
+                     maps: list[Mapping] | None = None) -> Iterator[tuple[int, bytes]]:
+    """(address, bytes) of every resident page run of writable memory, at most READ_PIECE at a time, read
+    as they are scanned (what is held stays bounded); words inside *skip* ([start, end)) left out.  The
+    mappings scanned are appended to *maps*.  A file mapping comes as far as it can be read; raises
+    _Unscannable with the reason for more than *limit* resident bytes or unreadable anonymous memory."""
+    try:
+        scanned = [mapping for mapping in read_maps(pid) if _scanned(mapping)]
+    except ProcessError:
+        raise _Unscannable("the memory map cannot be read") from None
+    if maps is not None:
+        maps.extend(scanned)
+    if sum(mapping.size for mapping in scanned if _private_anonymous(mapping)) > MAPPED_SCAN_LIMIT:
+        raise _Unscannable(f"more than {MAPPED_SCAN_LIMIT >> 30} GiB of writable memory to scan")
+    try:
+        pagemap: int | None = os.open(f"{proc_dir(pid)}/pagemap", os.O_RDONLY)
+    except OSError:
+        pagemap = None
+    try:
+        todo: list[tuple[int, int, bool]] = []  # (start, end, private anonymous)
+        total = 0
+        for mapping in scanned:
+            if _private_anonymous(mapping):
+                runs = _resident(pagemap, mapping)
+                todo.extend((start, end, True) for start, end in runs)
+                total += sum(end - start for start, end in runs)
+            else:
+                todo.append((mapping.start, mapping.end, False))
+                total += mapping.size
+            if total > limit:
+                raise _Unscannable(f"more than {limit >> 20} MiB of resident writable memory to scan")
+    finally:
+        if pagemap is not None:
+            os.close(pagemap)
+    pieces = [(address, min(end, address + READ_PIECE) - address, anonymous)
+              for start, end, anonymous in _without(todo, skip) for address in range(start, end, READ_PIECE)]
+    contents = (data for batch in _read_batches(pid, [(a, s) for a, s, _ in pieces], READ_PIECE * 2)
+                for data in batch)
+    for (address, size, anonymous), data in zip(pieces, contents):
+        if len(data) != size and anonymous:
+            raise _Unscannable(f"anonymous memory at {address:#x} unreadable")
+        yield address, data
 
 
 def find_pointer(pid: int, ranges: RangeSet, exclude: frozenset[int] = frozenset(),
@@ -532,44 +618,104 @@ def find_pointer(pid: int, ranges: RangeSet, exclude: frozenset[int] = frozenset
     *ranges* (a value in *exclude* does not count), words inside *skip* ([start, end)) left out; or why
     the memory cannot be scanned (more than *limit* resident bytes, say); None when nothing points there."""
     try:
-        maps = [mapping for mapping in read_maps(pid) if _scanned(mapping)]
-    except ProcessError:
-        return "the memory map cannot be read"
-    if sum(mapping.size for mapping in maps if _private_anonymous(mapping)) > MAPPED_SCAN_LIMIT:
-        return f"more than {MAPPED_SCAN_LIMIT >> 30} GiB of writable memory to scan"
-    too_much = f"more than {limit >> 20} MiB of resident writable memory to scan"
-    try:
-        pagemap: int | None = os.open(f"{proc_dir(pid)}/pagemap", os.O_RDONLY)
-    except OSError:
-        pagemap = None
-    try:
-        todo: list[tuple[int, int, bool]] = []  # (start, end, private anonymous)
-        total = 0
-        for mapping in maps:
-            if _private_anonymous(mapping):
-                runs = _resident(pagemap, mapping)
-                todo.extend((start, end, True) for start, end in runs)
-                total += sum(end - start for start, end in runs)
-            else:
-                todo.append((mapping.start, mapping.end, False))
-                total += mapping.size
-            if total > limit:
-                return too_much
-    finally:
-        if pagemap is not None:
-            os.close(pagemap)
-    pieces = [(address, min(end, address + READ_PIECE) - address, anonymous)
-              for start, end, anonymous in _without(todo, skip) for address in range(start, end, READ_PIECE)]
-    contents = (data for batch in _read_batches(pid, [(a, s) for a, s, _ in pieces], READ_PIECE * 2)
-                for data in batch)  # read as scanned: what is held stays bounded
-    for (address, size, anonymous), data in zip(pieces, contents):
-        if len(data) != size and anonymous:
-            return f"anonymous memory at {address:#x} unreadable"
-        found = find_word(data, ranges, exclude)  # a file mapping: what can be read
-        if found is not None:
-            offset, hit = found
-            return hit, address + offset
+        for address, data in _writable_memory(pid, skip, limit):
+            found = find_word(data, ranges, exclude)
+            if found is not None:
+                offset, hit = found
+                return hit, address + offset
+    except _Unscannable as exc:
+        return str(exc)
     return None
+
+
+# -- boost.context's saved contexts, told precisely (fcontext.py) ---------------------------
+
+
+def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
+                  registers: dict[int, ptrace.Registers]) -> tuple[str, str] | None:
+    """(label, where) of a parked boost.context context whose frames are inside a busy range, or of the
+    reason memory could not be scanned; None when none is.
+
+    One pass over writable memory finds whether any word points into a
+    busy range (none: nothing can be parked there, as scan_memory) and every
+    candidate context: a word equal to a return site is the S+0x38 of one.
+    Each candidate is unwound from its saved registers; one that returns
+    into a busy range, or cannot be unwound, counts only if something can
+    resume it: a word of memory or a register of a thread (*registers*:
+    every stopped thread's) holding its address.  A stale context (a
+    finished coroutine's stack, the unused part of a live one) is held by
+    nothing.
+    """
+    contexts = frames.contexts
+    assert contexts is not None
+    sites = RangeSet([BusyRange(site, site + 1, "a return site") for site in contexts.return_sites])
+    maps: list[Mapping] = []
+    candidates: set[int] = set()
+    busy_word = False
+    try:
+        for address, data in _writable_memory(pid, (), MEMORY_SCAN_LIMIT, maps):
+            busy_word = busy_word or find_word(data, ranges, ranges.entries) is not None
+            candidates.update(address + offset - RETURN_OFFSET for offset, _site in iter_words(data, sites))
+        if not busy_word:
+            return None
+        if len(candidates) > MAX_CONTEXTS:
+            return "unscanned memory", f"more than {MAX_CONTEXTS} saved contexts to unwind"
+        index = MapIndex(maps)
+        blocking = {start: finding for start, finding in
+                    ((start, _parked_context(pid, frames, ranges, index, start)) for start in sorted(candidates))
+                    if finding is not None}
+        if not blocking:
+            return None
+        held = _held(pid, frozenset(blocking), registers)
+    except _Unscannable as exc:
+        return "unscanned memory", str(exc)
+    return next((blocking[start] for start in sorted(blocking) if start in held), None)
+
+
+def _parked_context(pid: int, frames: ModuleFrames, ranges: RangeSet, maps: MapIndex,
+                    start: int) -> tuple[str, str] | None:
+    """(label, where) when the context saved at *start* returns into a busy range or cannot be
+    unwound; None when it is clean."""
+    where = f"parked context at {start:#x}"
+    mapping = maps.find(start + RETURN_OFFSET)
+    available = (mapping.end if mapping is not None else start + CONTEXT_READ) - start
+    size = min(CONTEXT_READ, available)
+    while True:
+        [data] = _read_all(pid, [(start, size)])
+        if len(data) < CONTEXT_SIZE:
+            return "a parked context", f"{where} unreadable"
+        saved = CONTEXT.unpack_from(data)
+        hit = ranges.find(saved[7])
+        if hit is not None:
+            return hit.label, where
+        registers = {RSP: start + CONTEXT_SIZE, R12: saved[1], R13: saved[2], R14: saved[3], R15: saved[4],
+                     RBX: saved[5], RBP: saved[6]}
+        try:
+            found, slot = walk(frames, saved[7] - 1, registers, data, start)
+            break
+        except OutsideStack as exc:
+            if size >= available or size >= MAX_CONTEXT_READ:
+                return "a parked context", f"{where}, which cannot be unwound ({exc})"
+            size = min(size * 8, available, MAX_CONTEXT_READ)
+        except UnwindError as exc:
+            return "a parked context", f"{where}, which cannot be unwound ({exc})"
+    for address in found:
+        hit = ranges.find(address)
+        if hit is not None:
+            return hit.label, where
+    if slot is not None:
+        return "a parked context", f"{where}, below a signal frame"
+    return None
+
+
+def _held(pid: int, starts: frozenset[int], registers: dict[int, ptrace.Registers]) -> set[int]:
+    """The contexts of *starts* whose address a thread's register or an aligned word of memory holds."""
+    held = {value for regs in registers.values() for value in regs.values if value in starts}
+    wanted = RangeSet([BusyRange(start, start + 1, "a saved context") for start in starts - held])
+    if wanted.ranges:
+        for _address, data in _writable_memory(pid, (), MEMORY_SCAN_LIMIT):
+            held.update(hit.start for _offset, hit in iter_words(data, wanted))
+    return held
 
 
 def _without(todo: list[tuple[int, int, bool]], skip: tuple[tuple[int, int], ...]) -> list[tuple[int, int, bool]]:
@@ -591,7 +737,7 @@ def _without(todo: list[tuple[int, int, bool]], skip: tuple[tuple[int, int], ...
 
 def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[int, tuple[int, int]],
                  busy: RangeSet, frames: ModuleFrames | None = None, maps: MapIndex | None = None,
-                 parked: bool = True) -> list[BusyThread]:
+                 parked: bool = True, every_thread: dict[int, ptrace.Registers] | None = None) -> list[BusyThread]:
     """Every thread whose PC or live stacks point into a busy range (and, when the process switches
     user-level stacks, a word of its memory that does, reported as the main thread's).
 
@@ -599,7 +745,9 @@ def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[
     frames; missing, the map is read in the pause when needed.  *parked*
     false leaves the memory scan out: for code that never switches stacks
     in its middle (the allocator, the unwinder: the calls of frames.py),
-    only the threads' own stacks can be inside it.
+    only the threads' own stacks can be inside it.  *every_thread*: the
+    registers of all the stopped threads, when *registers* holds only those
+    still to be looked at (a saved context one of them holds can be resumed).
     """
     ranges = busy
     found: list[BusyThread] = []
@@ -629,7 +777,8 @@ def busy_threads(pid: int, registers: dict[int, ptrace.Registers], stacks: dict[
         if finding is not None:
             found.append(BusyThread(tid, finding.label, finding.where))
     if not found and parked and frames is not None and frames.switches_stacks is not None:
-        memory = scan_memory(pid, ranges)
+        memory = (scan_contexts(pid, frames, ranges, every_thread if every_thread is not None else registers)
+                  if frames.contexts is not None else scan_memory(pid, ranges, frames.contexts_unknown))
         if memory is not None:
             found.append(BusyThread(pid, *memory))
     return found

@@ -24,6 +24,10 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buildhook.apply.fcontext import SavedContexts
 
 # DWARF register numbers on x86-64.
 RBX, RBP, RSP, R12, R13, R14, R15, RETURN_ADDRESS = 3, 6, 7, 12, 13, 14, 15, 16
@@ -33,6 +37,10 @@ MAX_FRAMES = 256
 
 class UnwindError(Exception):
     """This frame cannot be unwound precisely (the caller falls back)."""
+
+
+class OutsideStack(UnwindError):
+    """The unwind needs a word beyond the bytes read: more of the stack may answer."""
 
 
 def _leb128(data: bytes, pos: int, signed: bool) -> tuple[int, int]:
@@ -117,6 +125,12 @@ class EhFrame:
         self.starts = [hdr_vaddr + table[2 * i] for i in range(count)]
         self.fdes = [hdr_vaddr + table[2 * i + 1] for i in range(count)]
         self._rules: dict[int, FrameRule] = {}
+
+    def function_start(self, pc: int) -> int | None:
+        """The start of the FDE that may cover link-time address *pc* (the function it is in, or its
+        .cold part), or None before the first."""
+        index = bisect.bisect_right(self.starts, pc) - 1
+        return self.starts[index] if index >= 0 else None
 
     def _file(self, vaddr: int) -> int:
         return self.frame_offset + (vaddr - self.frame_vaddr)
@@ -268,12 +282,18 @@ class ModuleFrames:
     ``restorers``: run-time addresses of signal restorers (return addresses
     of signal handlers).  ``switches_stacks``: why the process may switch
     between user-level stacks (an import of swapcontext…), or None.
+    ``contexts``: how its saved contexts are told (fcontext.SavedContexts),
+    when that is known; else ``contexts_unknown`` says why not.
+    ``outermost``: return addresses that end a chain (a coroutine's bottom).
     """
 
     def __init__(self) -> None:
         self._modules: list[tuple[int, int, int, EhFrame | None]] = []  # (start, end, bias, table)
         self.restorers: frozenset[int] = frozenset()
         self.switches_stacks: str | None = None
+        self.contexts: SavedContexts | None = None
+        self.contexts_unknown: str | None = None
+        self.outermost: frozenset[int] = frozenset()
 
     def in_restorer(self, pc: int) -> bool:
         """Is *pc* inside a signal restorer (the handler has returned, rt_sigreturn is next)?"""
@@ -318,17 +338,17 @@ def walk(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes
         slot = cfa + rule.return_offset
         offset = slot - stack_start
         if not 0 <= offset <= limit:
-            raise UnwindError("return address outside the captured stack")
+            raise OutsideStack("return address outside the captured stack")
         pc = unpack("<Q", stack, offset)[0]
         if pc in frames.restorers:
             return found, slot
         for register, saved_at in rule.callee_saved:
             where = cfa + saved_at - stack_start
             if not 0 <= where <= limit:
-                raise UnwindError("saved register outside the captured stack")
+                raise OutsideStack("saved register outside the captured stack")
             regs[register] = unpack("<Q", stack, where)[0]
-        if pc == 0:
-            return found, None
+        if pc == 0 or pc in frames.outermost:
+            return found, None  # the bottom of a thread, or of a coroutine (boost.context's finish)
         found.append(pc)
         # Callers' frames are described by their callee-saved registers only (a context a signal
         # interrupted comes with every register: the others are its own, not its callers').

@@ -68,3 +68,15 @@ def dynamic_imports(data: bytes) -> set[str]:
     return {strings[name_at:strings.find(b"\0", name_at)].decode("utf-8", "replace")
             for name_at, _info, _other, shndx, _value, _size in SYMBOL.iter_unpack(table)
             if shndx == 0 and name_at}
+
+
+def dynamic_symbol_names(data: bytes) -> list[str]:
+    """Every dynamic symbol's name, by index (what a relocation's symbol number refers to)."""
+    elf = ELFFile(io.BytesIO(data))
+    dynsym = elf.get_section_by_name(".dynsym")
+    if dynsym is None:
+        return []
+    strings = elf.get_section(dynsym.header.sh_link).data()
+    table = data[dynsym.header.sh_offset:dynsym.header.sh_offset + dynsym.header.sh_size]
+    return [strings[name_at:strings.find(b"\0", name_at)].decode("utf-8", "replace")
+            for name_at, *_rest in SYMBOL.iter_unpack(table)]

@@ -41,10 +41,11 @@ def build_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases
     work = root / name
     work.mkdir(parents=True)
     patches, binaries = {}, {}
+    libraries = system_libraries(name, root / "lib")
     for version in ("old", *versions):
         shutil.copy2(PROGRAMS / name / version / "main.c", work / "main.c")
         run(["buildhook-cc", *CFLAGS, "-c", "main.c", "-o", "main.o"], env, cwd=work)
-        run(["buildhook-cc", "main.o", "-o", "prog", "-pthread"], env, cwd=work)
+        run(["buildhook-cc", "main.o", "-o", "prog", "-pthread", *libraries], env, cwd=work)
         binaries[version] = root / f"{name}-{version}"
         if version != "old":
             shutil.copy2(work / "prog", binaries[version])
@@ -55,6 +56,18 @@ def build_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases
             patches[version] = root / f"{name}-{version}.po"
             shutil.copy2(work / "prog.from-old.po", patches[version])
     return Releases(root / f"{name}-old", patches, env, binaries)
+
+
+def system_libraries(name: str, directory: Path, *flags: str) -> list[str]:
+    """Build every apply_programs/<name>/<stem>.S into *directory*/lib<stem>.so with plain gcc (a library of
+    the system, not of the project: no wrapper, never patched); the link options that use them."""
+    options = []
+    for source in sorted((PROGRAMS / name).glob("*.S")):
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-shared", "-fPIC", *flags, str(source), "-o", str(directory / f"lib{source.stem}.so")],
+                       check=True, capture_output=True)
+        options.append(f"-l{source.stem}")
+    return [f"-L{directory}", f"-Wl,-rpath,{directory}", "-Wl,--enable-new-dtags", *options] if options else []
 
 
 def build_library_releases(name: str, root: Path, versions: tuple[str, ...]) -> Releases:

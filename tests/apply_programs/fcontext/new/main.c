@@ -1,0 +1,97 @@
+/* A coroutine on a stack-switching library with boost.context's interface
+ * (../fcontext.S, a shared library the wrapper does not build), driven by a
+ * scheduler thread.
+ *
+ * stdin: "call" makes the coroutine call f(0) and park in body() once f has
+ * returned: its stack keeps, below the saved context, a stale return
+ * address into f (f's 256-byte frame called g).  "enter" makes it call f(1),
+ * which parks from inside g, so f is live on memory no thread's stack
+ * pointer leads to ("parked"); "release" resumes it and f returns.  "finish"
+ * ends the coroutine with boost.context's final jump (a tail call of
+ * jump_fcontext from the context function); the next command starts a new
+ * one.  The scheduler prints each result.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define STACK_SIZE (256 * 1024)
+
+typedef void *fcontext_t;
+typedef struct { fcontext_t fctx; void *data; } transfer_t;
+transfer_t jump_fcontext(fcontext_t to, void *data);
+fcontext_t make_fcontext(void *stack_top, size_t size, void (*function)(transfer_t));
+
+static int command_pipe[2];
+static char command;
+static const char *result;
+static fcontext_t coroutine;   /* the coroutine's saved context, while it is parked */
+static fcontext_t scheduler;   /* the scheduler's, while the coroutine runs */
+static char *coroutine_stack;
+
+__attribute__((noinline)) static void park(void) {
+    scheduler = jump_fcontext(scheduler, NULL).fctx;
+}
+
+__attribute__((noinline)) void g(char *buffer, int stay) {
+    buffer[0] = 'x';
+    if (stay) park();
+    __asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) const char *f(int stay) {
+    char buffer[256];
+    g(buffer, stay);
+    __asm__ volatile("" :: "r"(buffer) : "memory");
+    return buffer[0] == 'x' ? "f new" : "f broken";
+}
+
+static void body(transfer_t from) {
+    scheduler = from.fctx;
+    while (command != 'q') {
+        result = command == 'e' ? f(1) : command == 'c' ? f(0) : "finished";
+        park();
+    }
+    result = "finished";
+    jump_fcontext(scheduler, NULL);  /* the final jump: never resumed */
+}
+
+__attribute__((noinline)) static void resume(void) {
+    coroutine = jump_fcontext(coroutine, NULL).fctx;
+}
+
+static void *scheduler_thread(void *arg) {
+    (void)arg;
+    coroutine_stack = mmap(NULL, STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (coroutine_stack == MAP_FAILED) return NULL;
+    for (;;) {
+        char next;
+        if (read(command_pipe[0], &next, 1) != 1) return NULL;
+        if (coroutine == NULL) coroutine = make_fcontext(coroutine_stack + STACK_SIZE, STACK_SIZE, body);
+        command = next;
+        result = NULL;
+        resume();
+        if (next == 'q') coroutine = NULL;
+        printf("%s\n", result != NULL ? result : "parked");
+        fflush(stdout);
+    }
+}
+
+int main(void) {
+    pthread_t thread;
+    char line[64];
+    if (pipe(command_pipe) != 0) return 1;
+    pthread_create(&thread, NULL, scheduler_thread, NULL);
+    printf("ready\n");
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin) != NULL) {
+        const char *to_scheduler = strncmp(line, "enter", 5) == 0 ? "e"
+                                   : strncmp(line, "release", 7) == 0 ? "r"
+                                   : strncmp(line, "call", 4) == 0 ? "c"
+                                   : strncmp(line, "finish", 6) == 0 ? "q" : NULL;
+        if (to_scheduler != NULL && write(command_pipe[1], to_scheduler, 1) != 1) return 1;
+    }
+    return 0;
+}
