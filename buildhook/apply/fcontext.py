@@ -114,7 +114,8 @@ class _Module:
     definitions: dict[str, int]        # name → link-time address (the defining library)
     slots: dict[int, str]              # GOT slot (link-time) → name, for JUMP_SLOT relocations
     stubs: dict[int, str]              # PLT stub (link-time) → name
-    plt: list[tuple[int, int]]         # [start, end) of the PLT sections (their jumps are the stubs)
+    skipped: list[tuple[int, int]]     # [start, end) of the PLT sections (their jumps are the stubs) and of the
+                                       # switching functions' own code: neither holds a call that saves a context
     relocations: list[tuple[int, int, int, int]]  # (type, symbol index, addend, offset)
     names: list[str]                   # .dynsym names by index
     _frames: EhFrame | None = None
@@ -155,6 +156,7 @@ def _module(item: MappedObject) -> _Module:
     elf = ELFFile(io.BytesIO(item.file_bytes))
     exports = dynamic_exports(item.file_bytes)
     definitions = {name: exports[name].value for name in FCONTEXT if name in exports}
+    own = [(exports[name].value, exports[name].value + exports[name].size) for name in definitions]
     names = dynamic_symbol_names(item.file_bytes)
     relocations = []
     for section in elf.iter_sections():
@@ -177,7 +179,7 @@ def _module(item: MappedObject) -> _Module:
                 target = vaddr + match.start() + 6 + struct.unpack_from("<i", code, match.start() + 2)[0]
                 if target in slots:
                     stubs[(vaddr + match.start()) & -alignment] = slots[target]
-    return _Module(item, elf, definitions, slots, stubs, plt, relocations, names)
+    return _Module(item, elf, definitions, slots, stubs, plt + own, relocations, names)
 
 
 def _verify_library(module: _Module) -> int:
@@ -235,8 +237,8 @@ def _return_sites(module: _Module) -> set[int]:
     sites: set[int] = set()
     tail_jumps: list[int] = []
     for branch in code.to(switch_targets | slots):
-        if branch.target in slots and any(start <= branch.address < end for start, end in module.plt):
-            continue  # the PLT stub itself
+        if any(start <= branch.address < end for start, end in module.skipped):
+            continue  # a PLT stub, or bytes of jump_fcontext itself
         (sites.add(branch.end) if branch.call else tail_jumps.append(branch.address))
     for address, _opcode, target in code.loads:
         if target in switch_targets or target in slots:

@@ -636,10 +636,10 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
     """(label, where) of a parked boost.context context whose frames are inside a busy range, or of the
     reason memory could not be scanned; None when none is.
 
-    One pass over writable memory finds whether any word points into a
-    busy range (none: nothing can be parked there, as scan_memory) and every
-    candidate context: a word equal to a return site is the S+0x38 of one.
-    Each candidate is unwound from its saved registers; one that returns
+    One pass over writable memory finds every candidate context: a word
+    equal to a return site is the S+0x38 of one (a single pattern, as the
+    return sites are few and close together).  Each candidate is unwound
+    from its saved registers; one that returns
     into a busy range, or cannot be unwound, counts only if something can
     resume it: a word of memory or a register of a thread (*registers*:
     every stopped thread's) holding its address.  A stale context (a
@@ -651,13 +651,9 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
     sites = RangeSet([BusyRange(site, site + 1, "a return site") for site in contexts.return_sites])
     maps: list[Mapping] = []
     candidates: set[int] = set()
-    busy_word = False
     try:
         for address, data in _writable_memory(pid, (), MEMORY_SCAN_LIMIT, maps):
-            busy_word = busy_word or find_word(data, ranges, ranges.entries) is not None
             candidates.update(address + offset - RETURN_OFFSET for offset, _site in iter_words(data, sites))
-        if not busy_word:
-            return None
         if len(candidates) > MAX_CONTEXTS:
             return "unscanned memory", f"more than {MAX_CONTEXTS} saved contexts to unwind"
         index = MapIndex(maps)
@@ -694,9 +690,9 @@ def _parked_context(pid: int, frames: ModuleFrames, ranges: RangeSet, maps: MapI
             found, slot = walk(frames, saved[7] - 1, registers, data, start)
             break
         except OutsideStack as exc:
-            if size >= available or size >= MAX_CONTEXT_READ:
+            if not start + size <= exc.address < start + min(available, MAX_CONTEXT_READ):
                 return "a parked context", f"{where}, which cannot be unwound ({exc})"
-            size = min(size * 8, available, MAX_CONTEXT_READ)
+            size = min(max(size * 8, exc.address + 8 - start), available, MAX_CONTEXT_READ)
         except UnwindError as exc:
             return "a parked context", f"{where}, which cannot be unwound ({exc})"
     for address in found:

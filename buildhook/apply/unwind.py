@@ -40,7 +40,12 @@ class UnwindError(Exception):
 
 
 class OutsideStack(UnwindError):
-    """The unwind needs a word beyond the bytes read: more of the stack may answer."""
+    """The unwind needs the word at *address*, outside the bytes read: above them, more of the stack may
+    answer."""
+
+    def __init__(self, message: str, address: int) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 def _leb128(data: bytes, pos: int, signed: bool) -> tuple[int, int]:
@@ -338,14 +343,14 @@ def walk(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes
         slot = cfa + rule.return_offset
         offset = slot - stack_start
         if not 0 <= offset <= limit:
-            raise OutsideStack("return address outside the captured stack")
+            raise OutsideStack("return address outside the captured stack", slot)
         pc = unpack("<Q", stack, offset)[0]
         if pc in frames.restorers:
             return found, slot
         for register, saved_at in rule.callee_saved:
             where = cfa + saved_at - stack_start
             if not 0 <= where <= limit:
-                raise OutsideStack("saved register outside the captured stack")
+                raise OutsideStack("saved register outside the captured stack", cfa + saved_at)
             regs[register] = unpack("<Q", stack, where)[0]
         if pc == 0 or pc in frames.outermost:
             return found, None  # the bottom of a thread, or of a coroutine (boost.context's finish)
