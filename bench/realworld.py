@@ -556,9 +556,10 @@ def dns_name(name: str) -> bytes:
     return b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
 
 
-def dns_query(qid: int, name: str, qtype: int = DNS_A) -> bytes:
-    """A recursive query (RD=1), with an EDNS OPT record offering 8192-byte UDP answers."""
-    opt = b"\0" + struct.pack(">HHIH", DNS_OPT, 8192, 0, 0)
+def dns_query(qid: int, name: str, qtype: int = DNS_A, udp_size: int = 8192) -> bytes:
+    """A recursive query (RD=1), with an EDNS OPT record offering *udp_size*-byte UDP answers (part of
+    the recursor's packet-cache key: another size asks its record cache)."""
+    opt = b"\0" + struct.pack(">HHIH", DNS_OPT, udp_size, 0, 0)
     return struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1) + dns_name(name) + struct.pack(">HH", qtype, 1) + opt
 
 
@@ -695,10 +696,10 @@ class DnsClient:
             self.socket.connect(("127.0.0.1", port))
         self.qid = 0
 
-    def ask(self, name: str) -> DnsAnswer:
+    def ask(self, name: str, udp_size: int = 8192) -> DnsAnswer:
         """One A query and its answer: a timeout or a closed connection raises (no retries)."""
         self.qid = (self.qid + 1) & 0xFFFF
-        query = dns_query(self.qid, name)
+        query = dns_query(self.qid, name, udp_size=udp_size)
         if self.tcp:
             self.socket.sendall(struct.pack(">H", len(query)) + query)
             answer = parse_dns(self._read(struct.unpack(">H", self._read(2))[0]))
@@ -833,7 +834,14 @@ class PdnsRecursor:
             client.close()
 
     def checks(self, patch: str) -> list[Callable[[], str]]:
-        """CVE-2024-25590: an RRset over max-rrset-size (256) was cached and served whole; now SERVFAIL."""
+        """CVE-2024-25590: an RRset over max-rrset-size (256) was cached and served whole; now SERVFAIL.
+
+        The fix stores one record of such an RRset and fails a *cache hit* on it: the query that
+        resolves the name is answered from the resolution, and a repeat of it from the packet cache,
+        NOERROR with every record, before and after the fix.  So a new name is asked twice, the
+        second time with another EDNS buffer size (a packet-cache miss), and the second answer is
+        the record cache's: the whole RRset before the fix, SERVFAIL after.
+        """
         assert self.server is not None
         port = self.server.port
         if "CVE-2024-25590" not in patch:
@@ -841,10 +849,12 @@ class PdnsRecursor:
 
         def big_rrset() -> str:
             self.checked += 1  # a new name each time: neither cache has it
+            name = f"big{self.checked}.state.test"
             client = DnsClient(port, tcp=False)
             try:
-                return f"{BIG_RRSET} A records for big{self.checked}.state.test: " + \
-                    client.ask(f"big{self.checked}.state.test").describe()
+                first = client.ask(name).describe()
+                return f"{BIG_RRSET} A records for {name}: {first}; from the record cache: " + \
+                    client.ask(name, udp_size=8000).describe()
             finally:
                 client.close()
 
