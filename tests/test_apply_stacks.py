@@ -154,6 +154,29 @@ def test_a_function_parked_in_a_boost_context_coroutine_is_busy(tmp_path: Path, 
         program.stop()
 
 
+@PAUSES
+def test_a_thread_running_a_boost_context_coroutine_is_unwound_to_the_coroutines_bottom(tmp_path: Path,
+                                                                                         pause: str) -> None:
+    """The scheduler thread runs the coroutine, spinning with a word inside f in a live frame: the
+    conservative scan flags it, and the precise unwind must end at make_fcontext's finish, the
+    coroutine's bottom (the library has no unwind table for it).  Before, the unwind was lost there,
+    the conservative answer stood and the apply was refused after its timeout."""
+    program = started("fcontext", tmp_path, pause)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "spin")
+        assert program.read_line() == "spinning"
+        result = buildhook(["apply", str(program.po), "--pid", str(program.process.pid), "--timeout", "3"],
+                           program.env, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        send(program, "stop")
+        assert program.read_line() == "stopped"
+        send(program, "call")
+        assert program.read_line() == "f new"
+    finally:
+        program.stop()
+
+
 def test_stack_switching_code_not_known_keeps_every_word_of_memory_busy(tmp_path: Path) -> None:
     """The same program on a jump_fcontext whose code is not boost.context's layout (one nop more): its
     saved contexts cannot be told, so the stale word into f blocks, and the refusal says why."""

@@ -9,9 +9,13 @@
  * pointer leads to ("parked"); "release" resumes it and f returns.  "finish"
  * ends the coroutine with boost.context's final jump (a tail call of
  * jump_fcontext from the context function); the next command starts a new
- * one.  The scheduler prints each result.
+ * one.  "spin" makes the coroutine keep a word pointing into f in a local
+ * and spin in body(), on the scheduler thread ("spinning"), until "stop"
+ * (from the main thread): that thread's stack is then the coroutine's, whose
+ * bottom is make_fcontext's finish.  The scheduler prints each result.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -30,6 +34,7 @@ static const char *result;
 static fcontext_t coroutine;   /* the coroutine's saved context, while it is parked */
 static fcontext_t scheduler;   /* the scheduler's, while the coroutine runs */
 static char *coroutine_stack;
+static volatile int spinning;
 
 __attribute__((noinline)) static void park(void) {
     scheduler = jump_fcontext(scheduler, NULL).fctx;
@@ -48,10 +53,23 @@ __attribute__((noinline)) const char *f(int stay) {
     return buffer[0] == 'x' ? "f new" : "f broken";
 }
 
+static void spin(void) {
+    volatile uintptr_t into_f = (uintptr_t)f + 1;  /* a word inside f on this live stack */
+    printf("spinning\n");
+    fflush(stdout);
+    while (spinning) (void)into_f;
+}
+
 static void body(transfer_t from) {
     scheduler = from.fctx;
     while (command != 'q') {
-        result = command == 'e' ? f(1) : command == 'c' ? f(0) : "finished";
+        if (command == 's') {
+            spinning = 1;
+            spin();
+            result = "stopped";
+        } else {
+            result = command == 'e' ? f(1) : command == 'c' ? f(0) : "finished";
+        }
         park();
     }
     result = "finished";
@@ -90,7 +108,9 @@ int main(void) {
         const char *to_scheduler = strncmp(line, "enter", 5) == 0 ? "e"
                                    : strncmp(line, "release", 7) == 0 ? "r"
                                    : strncmp(line, "call", 4) == 0 ? "c"
-                                   : strncmp(line, "finish", 6) == 0 ? "q" : NULL;
+                                   : strncmp(line, "finish", 6) == 0 ? "q"
+                                   : strncmp(line, "spin", 4) == 0 ? "s" : NULL;
+        if (strncmp(line, "stop", 4) == 0) spinning = 0;
         if (to_scheduler != NULL && write(command_pipe[1], to_scheduler, 1) != 1) return 1;
     }
     return 0;
