@@ -27,7 +27,7 @@ function or to the PLT stubs of its ``R_X86_64_JUMP_SLOT`` relocations, and
 indirect calls through that GOT slot, in every loaded object that imports or
 defines it.  In the pause, safety.py looks for return-site words in all
 writable memory and unwinds each candidate context precisely from its saved
-registers (unwind.py), which ignores stale words.
+registers (unwind.py): a stale word, in no live chain, no longer counts.
 
 Anything it cannot account for keeps the conservative memory scan, with the
 reason in the refusal: other stack-switching imports (``swapcontext``…),

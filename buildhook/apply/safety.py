@@ -639,12 +639,11 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
     One pass over writable memory finds every candidate context: a word
     equal to a return site is the S+0x38 of one (a single pattern, as the
     return sites are few and close together).  Each candidate is unwound
-    from its saved registers; one that returns
-    into a busy range, or cannot be unwound, counts only if something can
-    resume it: a word of memory or a register of a thread (*registers*:
-    every stopped thread's) holding its address.  A stale context (a
-    finished coroutine's stack, the unused part of a live one) is held by
-    nothing.
+    from its saved registers; one that returns into a busy range, or cannot
+    be unwound, counts only if something can resume it: a word of memory or
+    a register of a thread (*registers*: every stopped thread's) holding its
+    address (a second pass).  A stale context (a finished coroutine's stack,
+    the unused part of a live one) is held by nothing.
     """
     contexts = frames.contexts
     assert contexts is not None
