@@ -1,5 +1,6 @@
 /* A stack-switching library with boost.context's x86-64 System V interface and
- * saved-context layout (jump_fcontext, make_fcontext), written for the tests
+ * saved-context layout (jump_fcontext, ontop_fcontext, make_fcontext, placed
+ * as boost 1.74's library places them), written for the tests
  * so that they need no boost: built with plain gcc, it stands for a system
  * library the project does not build (buildhook/apply/fcontext.py recognises
  * this code and tells the saved contexts precisely).  With -DOTHER_LAYOUT,
@@ -44,6 +45,35 @@ jump_fcontext:
     movq %rax, %rdi          /* transfer_t.fctx, for a context that starts */
     jmp *%r8
     .size jump_fcontext, .-jump_fcontext
+
+    .globl ontop_fcontext
+    .type ontop_fcontext, @function
+    .align 16
+ontop_fcontext:              /* (to, data, function): function runs on top of the context resumed */
+    movq %rdx, %r8
+    leaq -0x38(%rsp), %rsp
+    stmxcsr (%rsp)
+    fnstcw 0x4(%rsp)
+    movq %r12, 0x8(%rsp)
+    movq %r13, 0x10(%rsp)
+    movq %r14, 0x18(%rsp)
+    movq %r15, 0x20(%rsp)
+    movq %rbx, 0x28(%rsp)
+    movq %rbp, 0x30(%rsp)
+    movq %rsp, %rax
+    movq %rdi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 0x4(%rsp)
+    movq 0x8(%rsp), %r12
+    movq 0x10(%rsp), %r13
+    movq 0x18(%rsp), %r14
+    movq 0x20(%rsp), %r15
+    movq 0x28(%rsp), %rbx
+    movq 0x30(%rsp), %rbp
+    leaq 0x38(%rsp), %rsp    /* the resumed context's return address stays: function returns there */
+    movq %rax, %rdi          /* transfer_t { the context left, data } */
+    jmp *%r8
+    .size ontop_fcontext, .-ontop_fcontext
 
     .globl make_fcontext
     .type make_fcontext, @function
