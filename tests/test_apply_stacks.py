@@ -177,6 +177,26 @@ def test_a_thread_running_a_boost_context_coroutine_is_unwound_to_the_coroutines
         program.stop()
 
 
+@PAUSES
+def test_a_context_parked_below_a_coroutine_stack_on_the_same_thread_stack_is_busy(tmp_path: Path,
+                                                                                   pause: str) -> None:
+    """f runs a coroutine on an array in its own frame, on the scheduler thread's stack: the thread's stack
+    pointer is in that array, and its own context, parked inside f, lies below it in the same mapping.
+    Memory below a thread's stack pointer is dead only when the thread runs on its own stack; here it is
+    not, and the patch must be refused until the coroutine lets f go on."""
+    program = started("fcontext", tmp_path, pause)
+    try:
+        assert program.read_line() == "ready"
+        send(program, "nest")
+        assert program.read_line() == "nested"
+        refused_while_f_is_live(program)
+        send(program, "stop")
+        assert program.read_line() == "f old", "the parked f finished as the old code"
+        applied_once_f_returned(program)
+    finally:
+        program.stop()
+
+
 def test_stack_switching_code_not_known_keeps_every_word_of_memory_busy(tmp_path: Path) -> None:
     """The same program on a jump_fcontext whose code is not boost.context's layout (one nop more): its
     saved contexts cannot be told, so the stale word into f blocks, and the refusal says why."""

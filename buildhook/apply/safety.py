@@ -638,7 +638,8 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
 
     One pass over writable memory finds every candidate context: a word
     equal to a return site is the S+0x38 of one (a single pattern, as the
-    return sites are few and close together).  Each candidate is unwound
+    return sites are few and close together); those in a thread's dead
+    stack are none (_dead_stacks).  Each candidate is unwound
     from its saved registers; one that returns into a busy range, or cannot
     be unwound, counts only if something can resume it: a word of memory or
     a register of a thread (*registers*: every stopped thread's) holding its
@@ -653,9 +654,11 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
     try:
         for address, data in _writable_memory(pid, (), MEMORY_SCAN_LIMIT, maps):
             candidates.update(address + offset - RETURN_OFFSET for offset, _site in iter_words(data, sites))
+        index = MapIndex(maps)
+        for low, high in _dead_stacks(pid, frames, index, registers):
+            candidates = {start for start in candidates if not low <= start < high}
         if len(candidates) > MAX_CONTEXTS:
             return "unscanned memory", f"more than {MAX_CONTEXTS} saved contexts to unwind"
-        index = MapIndex(maps)
         blocking = {start: finding for start, finding in
                     ((start, _parked_context(pid, frames, ranges, index, start)) for start in sorted(candidates))
                     if finding is not None}
@@ -665,6 +668,37 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
     except _Unscannable as exc:
         return "unscanned memory", str(exc)
     return next((blocking[start] for start in sorted(blocking) if start in held), None)
+
+
+def _dead_stacks(pid: int, frames: ModuleFrames, maps: MapIndex,
+                 registers: dict[int, ptrace.Registers]) -> list[tuple[int, int]]:
+    """[start, end) of each thread's dead stack: below its stack pointer (and red zone), when the thread
+    runs on its own stack, so that nothing below can be live.
+
+    The thread's own: its stack pointer is in the main thread's ``[stack]`` or in
+    the mapping that holds its TLS block (glibc puts it at the top of a thread's
+    stack), and its precise unwind reaches the bottom of that stack, not a
+    coroutine's (a coroutine stack may be an array in a frame of this stack,
+    with the thread's own parked context below it: live).  A context saved in
+    dead stack was left by a call that has returned, its frames overwritten;
+    not one of them needs the second pass of scan_contexts.
+    """
+    owned = [(regs, mapping) for regs in registers.values()
+             if (mapping := maps.find(regs.rsp)) is not None
+             and (mapping.path == "[stack]" or mapping.start <= regs.fs_base < mapping.end)]
+    starts = [max((regs.rsp - RED_ZONE) & ~7, mapping.start) for regs, mapping in owned]
+    contents = _read_all(pid, [(start, mapping.end - start) for start, (_regs, mapping) in zip(starts, owned)])
+    dead = []
+    for start, (regs, mapping), data in zip(starts, owned, contents):
+        if len(data) != mapping.end - start:
+            continue
+        try:
+            _found, slot = walk(frames, regs.rip, _unwind_inputs(regs), data, start, own_stack=True)
+        except UnwindError:
+            continue
+        if slot is None:
+            dead.append((mapping.start, start))
+    return dead
 
 
 def _parked_context(pid: int, frames: ModuleFrames, ranges: RangeSet, maps: MapIndex,

@@ -318,13 +318,15 @@ class ModuleFrames:
 
 
 def walk(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes,
-         stack_start: int) -> tuple[list[int], int | None]:
+         stack_start: int, own_stack: bool = False) -> tuple[list[int], int | None]:
     """The live return addresses from *rip* outwards, innermost first, up to the outermost frame or
     to a signal frame: (addresses, None) or (addresses, address of the signal frame's return slot).
     *registers* (by DWARF number) must hold rsp; the callee-saved ones are used when saved.
 
     The kernel's ``struct rt_sigframe`` starts at that slot (``pretcode``, the
-    restorer's address); its ucontext follows.  Raises UnwindError when lost.
+    restorer's address); its ucontext follows.  Raises UnwindError when lost,
+    and, with *own_stack*, at a coroutine's bottom: the chain must end where
+    the thread's own stack does.
     """
     unpack = struct.unpack_from
     limit = len(stack) - 8
@@ -352,8 +354,12 @@ def walk(frames: ModuleFrames, rip: int, registers: dict[int, int], stack: bytes
             if not 0 <= where <= limit:
                 raise OutsideStack("saved register outside the captured stack", cfa + saved_at)
             regs[register] = unpack("<Q", stack, where)[0]
-        if pc == 0 or pc in frames.outermost:
-            return found, None  # the bottom of a thread, or of a coroutine (boost.context's finish)
+        if pc in frames.outermost:
+            if own_stack:
+                raise UnwindError("on a coroutine's stack")
+            return found, None  # the bottom of a coroutine (boost.context's finish)
+        if pc == 0:
+            return found, None
         found.append(pc)
         # Callers' frames are described by their callee-saved registers only (a context a signal
         # interrupted comes with every register: the others are its own, not its callers').

@@ -12,7 +12,11 @@
  * one.  "spin" makes the coroutine keep a word pointing into f in a local
  * and spin in body(), on the scheduler thread ("spinning"), until "stop"
  * (from the main thread): that thread's stack is then the coroutine's, whose
- * bottom is make_fcontext's finish.  The scheduler prints each result.
+ * bottom is make_fcontext's finish.  "nest" makes the scheduler thread call
+ * f(2) itself, which runs a second coroutine on an array in its own frame
+ * that spins ("nested") until "stop": the thread's stack pointer is then in
+ * that array, above its own context parked inside f.  The scheduler prints
+ * each result.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -46,8 +50,26 @@ __attribute__((noinline)) void g(char *buffer, int stay) {
     __asm__ volatile("" ::: "memory");
 }
 
+static void spinner(transfer_t from) {
+    printf("nested\n");
+    fflush(stdout);
+    while (spinning) {
+    }
+    jump_fcontext(from.fctx, NULL);
+}
+
+__attribute__((noinline)) static void run_nested(char *stack, size_t size) {
+    spinning = 1;
+    jump_fcontext(make_fcontext(stack + size, size, spinner), NULL);
+}
+
 __attribute__((noinline)) const char *f(int stay) {
     char buffer[256];
+    if (stay == 2) {
+        char stack[64 * 1024];
+        run_nested(stack, sizeof stack);
+        stay = 0;
+    }
     g(buffer, stay);
     __asm__ volatile("" :: "r"(buffer) : "memory");
     return buffer[0] == 'x' ? "f new" : "f broken";
@@ -87,6 +109,11 @@ static void *scheduler_thread(void *arg) {
     for (;;) {
         char next;
         if (read(command_pipe[0], &next, 1) != 1) return NULL;
+        if (next == 'n') {
+            printf("%s\n", f(2));
+            fflush(stdout);
+            continue;
+        }
         if (coroutine == NULL) coroutine = make_fcontext(coroutine_stack + STACK_SIZE, STACK_SIZE, body);
         command = next;
         result = NULL;
@@ -109,7 +136,8 @@ int main(void) {
                                    : strncmp(line, "release", 7) == 0 ? "r"
                                    : strncmp(line, "call", 4) == 0 ? "c"
                                    : strncmp(line, "finish", 6) == 0 ? "q"
-                                   : strncmp(line, "spin", 4) == 0 ? "s" : NULL;
+                                   : strncmp(line, "spin", 4) == 0 ? "s"
+                                   : strncmp(line, "nest", 4) == 0 ? "n" : NULL;
         if (strncmp(line, "stop", 4) == 0) spinning = 0;
         if (to_scheduler != NULL && write(command_pipe[1], to_scheduler, 1) != 1) return 1;
     }
