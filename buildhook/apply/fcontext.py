@@ -56,7 +56,15 @@ from elftools.elf.elffile import ELFFile
 
 from buildhook.apply.process import MappedObject
 from buildhook.apply.unwind import EhFrame, UnwindError
-from buildhook.elf.dynsym import dynamic_exports, dynamic_symbol_names
+from buildhook.elf.dynsym import (
+    R_X86_64_64,
+    R_X86_64_GLOB_DAT,
+    R_X86_64_JUMP_SLOT,
+    R_X86_64_RELATIVE,
+    DynamicRelocation,
+    dynamic_exports,
+    dynamic_relocations,
+)
 
 SWITCHES = ("jump_fcontext", "ontop_fcontext")  # save the current context: their callers are return sites
 MAKE = "make_fcontext"
@@ -75,9 +83,10 @@ MAKE_CODE = re.compile(re.escape(bytes.fromhex("4889f8" "4883e0f0" "488d40c0" "4
                        + b"(....)" + re.escape(bytes.fromhex("48894830" "c3")), re.S)
 TRAMPOLINE_CODE = bytes.fromhex("55ffe3")      # pushq %rbp; jmp *%rbx
 FINISH_CODE = bytes.fromhex("4831ffe8")        # xorq %rdi,%rdi; call _exit
-RETURN_OFFSET = 0x38                           # of the return address in a saved context
-R_X86_64_64, R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT, R_X86_64_RELATIVE = 1, 6, 7, 8
-RELA = struct.Struct("<QQq")
+# A saved context S: MXCSR and x87 control word, r12, r13, r14, r15, rbx, rbp, the return address; the
+# context resumes with rsp just above it (S + SAVED.size).
+SAVED = struct.Struct("<8Q")
+RETURN_OFFSET = 0x38
 PLT_SECTIONS = {".plt": 16, ".plt.sec": 16, ".plt.got": 8}  # entry alignment
 THROUGH_SLOT = re.compile(rb"\xff[\x15\x25]", re.S)                    # call/jmp *disp32(%rip)
 # (opcode bytes, offset of the rel32/disp32, instruction length): call/jmp rel32, jcc rel32, through memory
@@ -116,18 +125,16 @@ class _Module:
     stubs: dict[int, str]              # PLT stub (link-time) → name
     skipped: list[tuple[int, int]]     # [start, end) of the PLT sections (their jumps are the stubs) and of the
                                        # switching functions' own code: neither holds a call that saves a context
-    relocations: list[tuple[int, int, int, int]]  # (type, symbol index, addend, offset)
-    names: list[str]                   # .dynsym names by index
+    relocations: list[DynamicRelocation]
+    exported: frozenset[int]           # link-time addresses of the functions and data it exports
     _frames: EhFrame | None = None
 
     def function_start(self, address: int) -> int | None:
         """The start of the FDE covering link-time *address* (its function, or that function's .cold
         part), if any."""
         if self._frames is None:
-            sections = {section.name: (section.header.sh_addr, section.header.sh_offset, section.header.sh_size)
-                        for section in self.elf.iter_sections() if section.name in (".eh_frame", ".eh_frame_hdr")}
             try:
-                self._frames = EhFrame(self.item.file_bytes, sections)
+                self._frames = EhFrame.of(self.elf, self.item.file_bytes)
             except UnwindError:
                 return None
         return self._frames.function_start(address)
@@ -157,15 +164,9 @@ def _module(item: MappedObject) -> _Module:
     exports = dynamic_exports(item.file_bytes)
     definitions = {name: exports[name].value for name in FCONTEXT if name in exports}
     own = [(exports[name].value, exports[name].value + exports[name].size) for name in definitions]
-    names = dynamic_symbol_names(item.file_bytes)
-    relocations = []
-    for section in elf.iter_sections():
-        if section.header.sh_type == "SHT_RELA" and section.header.sh_entsize == RELA.size:
-            data = item.file_bytes[section.header.sh_offset:section.header.sh_offset + section.header.sh_size]
-            relocations += [(info & 0xFFFFFFFF, info >> 32, addend, offset)
-                            for offset, info, addend in RELA.iter_unpack(data)]
-    slots = {offset: names[symbol] for kind, symbol, _, offset in relocations
-             if kind == R_X86_64_JUMP_SLOT and symbol < len(names) and names[symbol] in FCONTEXT}
+    relocations = dynamic_relocations(item.file_bytes)
+    slots = {relocation.offset: relocation.symbol for relocation in relocations
+             if relocation.kind == R_X86_64_JUMP_SLOT and relocation.symbol in FCONTEXT}
     stubs: dict[int, str] = {}
     plt = []
     for name, alignment in PLT_SECTIONS.items():
@@ -179,7 +180,8 @@ def _module(item: MappedObject) -> _Module:
                 target = vaddr + match.start() + 6 + struct.unpack_from("<i", code, match.start() + 2)[0]
                 if target in slots:
                     stubs[(vaddr + match.start()) & -alignment] = slots[target]
-    return _Module(item, elf, definitions, slots, stubs, plt + own, relocations, names)
+    return _Module(item, elf, definitions, slots, stubs, plt + own, relocations,
+                   frozenset(export.value for export in exports.values()))
 
 
 def _verify_library(module: _Module) -> int:
@@ -222,16 +224,15 @@ def _return_sites(module: _Module) -> set[int]:
     """Run-time return sites of every call in *module* that saves a context; raises Unsupported when a
     context could be saved with a return address not found here."""
     path = module.item.path
-    for kind, symbol, _addend, _offset in module.relocations:
-        name = module.names[symbol] if symbol < len(module.names) else ""
-        if kind in (R_X86_64_64, R_X86_64_GLOB_DAT) and name in SWITCHES:
-            raise Unsupported(f"{path} takes the address of {name}")
+    for relocation in module.relocations:
+        if relocation.kind in (R_X86_64_64, R_X86_64_GLOB_DAT) and relocation.symbol in SWITCHES:
+            raise Unsupported(f"{path} takes the address of {relocation.symbol}")
     switch_targets = {address for address, name in module.stubs.items() if name in SWITCHES}
     switch_targets |= {module.definitions[name] for name in SWITCHES if name in module.definitions}
     make_targets = {address for address, name in module.stubs.items() if name == MAKE}
     make_targets |= {module.definitions[MAKE]} if MAKE in module.definitions else set()
     slots = {slot for slot, name in module.slots.items() if name in SWITCHES}
-    if any(addend in switch_targets for kind, _s, addend, _o in module.relocations if kind == R_X86_64_RELATIVE):
+    if any(r.addend in switch_targets for r in module.relocations if r.kind == R_X86_64_RELATIVE):
         raise Unsupported(f"{path} stores the address of a context switch in data")
     code = _Code(module)
     sites: set[int] = set()
@@ -309,9 +310,9 @@ def _tail_jump_sites(module: _Module, code: _Code, jump: int, make_targets: set[
     start = module.function_start(jump)
     if start is None:
         raise Unsupported(f"{path} jumps to a context switch at {jump:#x}, in no function with an FDE")
-    if start in {export.value for export in dynamic_exports(module.item.file_bytes).values()}:
+    if start in module.exported:
         raise Unsupported(f"{path} jumps to a context switch from the exported function at {start:#x}")
-    if any(addend == start for kind, _s, addend, _o in module.relocations if kind == R_X86_64_RELATIVE):
+    if any(r.addend == start for r in module.relocations if r.kind == R_X86_64_RELATIVE):
         raise Unsupported(f"{path} jumps to a context switch from a function whose address is in data")
     sites = set()
     for branch in code.to({start}):

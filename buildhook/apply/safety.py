@@ -41,14 +41,15 @@ idle.  Three kinds of stack are looked at:
    own, with no such import, is not detected.
 4. boost.context's saved contexts, told precisely (fcontext.py: the
    library's code checked and every return site of a context-saving call
-   found before the pause).  When boost.context is the only stack switching,
-   the same pass over memory also collects every word equal to a return
-   site: the S+0x38 of a saved context.  Each is unwound from the
-   registers saved at S (scan_contexts); one whose frames are busy, or
+   found before the pause).  When boost.context is the only stack
+   switching, the pass over memory looks for words equal to a return site
+   instead: each is the S+0x38 of a candidate context, unwound from the
+   registers saved at S (scan_contexts).  One whose frames are busy, or
    that cannot be unwound, counts only if something can resume it (a
-   thread's register or a word of memory holds S).  Stale words then no
-   longer block; a process with more than ``MAX_CONTEXTS`` candidates is
-   busy.
+   thread's register or a word of memory holds S: a second pass); one in a
+   thread's dead stack (below the stack pointer of a thread whose unwind
+   reaches its own stack's bottom) is none.  Stale words then no longer
+   block; more than ``MAX_CONTEXTS`` candidates is busy.
 
 The scan runs at C speed: ``bytes.find`` looks for bytes 2-5 of the
 addresses of every 64 KiB window the busy ranges touch, and Python looks
@@ -79,7 +80,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from buildhook.apply import ptrace
-from buildhook.apply.fcontext import RETURN_OFFSET, Unsupported, find_saved_contexts
+from buildhook.apply.fcontext import RETURN_OFFSET, SAVED, Unsupported, find_saved_contexts
 from buildhook.apply.process import (
     PAGE,
     MappedObject,
@@ -130,10 +131,6 @@ SIGNAL_GREGS = 8 + 8 + 8 + 24
 GREGS = struct.Struct("<19Q")
 GREG_DWARF = (8, 9, 10, 11, 12, 13, 14, 15, 5, 4, 6, 3, 1, 0, 2, 7)  # DWARF number of gregs[0..15]
 USER_CODE_SEGMENTS = (0x33, 0x23)  # the cs the kernel saves for 64-bit and 32-bit user code
-# A boost.context saved context (fcontext.py): MXCSR and x87 control word, r12, r13, r14, r15, rbx, rbp,
-# the return address; the context resumes with rsp just above it.
-CONTEXT = struct.Struct("<8Q")
-CONTEXT_SIZE = CONTEXT.size
 CONTEXT_READ = 16 << 10            # bytes of a parked coroutine's stack read first (more when its unwind needs)
 MAX_CONTEXT_READ = 8 << 20
 MAX_CONTEXTS = 4096                # candidate saved contexts the pause may unwind; more is busy
@@ -268,10 +265,7 @@ def unwind_tables(objects: list[MappedObject]) -> ModuleFrames:
     for item in objects:
         table = None
         try:
-            elf = ELFFile(io.BytesIO(item.file_bytes))
-            sections = {section.name: (section.header.sh_addr, section.header.sh_offset, section.header.sh_size)
-                        for section in elf.iter_sections() if section.name in (".eh_frame", ".eh_frame_hdr")}
-            table = EhFrame(item.file_bytes, sections)
+            table = EhFrame.of(ELFFile(io.BytesIO(item.file_bytes)), item.file_bytes)
         except (UnwindError, Exception):  # noqa: BLE001 - a module without tables keeps the conservative check
             table = None
         for mapping in item.mappings:
@@ -294,7 +288,6 @@ def unwind_tables(objects: list[MappedObject]) -> ModuleFrames:
         frames.switches_stacks = f"{path} imports {', '.join(sorted(names))}"
         try:
             frames.contexts = find_saved_contexts(objects, switching)
-            frames.outermost = frames.contexts.finishes
         except Unsupported as exc:
             frames.contexts_unknown = str(exc)
         except Exception as exc:  # noqa: BLE001 - an object that cannot be read: the conservative scan
@@ -655,8 +648,8 @@ def scan_contexts(pid: int, frames: ModuleFrames, ranges: RangeSet,
         for address, data in _writable_memory(pid, (), MEMORY_SCAN_LIMIT, maps):
             candidates.update(address + offset - RETURN_OFFSET for offset, _site in iter_words(data, sites))
         index = MapIndex(maps)
-        for low, high in _dead_stacks(pid, frames, index, registers):
-            candidates = {start for start in candidates if not low <= start < high}
+        dead = _dead_stacks(pid, frames, index, registers)
+        candidates = {start for start in candidates if not any(low <= start < high for low, high in dead)}
         if len(candidates) > MAX_CONTEXTS:
             return "unscanned memory", f"more than {MAX_CONTEXTS} saved contexts to unwind"
         blocking = {start: finding for start, finding in
@@ -711,13 +704,13 @@ def _parked_context(pid: int, frames: ModuleFrames, ranges: RangeSet, maps: MapI
     size = min(CONTEXT_READ, available)
     while True:
         [data] = _read_all(pid, [(start, size)])
-        if len(data) < CONTEXT_SIZE:
+        if len(data) < SAVED.size:
             return "a parked context", f"{where} unreadable"
-        saved = CONTEXT.unpack_from(data)
+        saved = SAVED.unpack_from(data)
         hit = ranges.find(saved[7])
         if hit is not None:
             return hit.label, where
-        registers = {RSP: start + CONTEXT_SIZE, R12: saved[1], R13: saved[2], R14: saved[3], R15: saved[4],
+        registers = {RSP: start + SAVED.size, R12: saved[1], R13: saved[2], R14: saved[3], R15: saved[4],
                      RBX: saved[5], RBP: saved[6]}
         try:
             found, slot = walk(frames, saved[7] - 1, registers, data, start)

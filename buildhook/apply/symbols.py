@@ -12,17 +12,16 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-
 from buildhook.apply.process import MappedObject
-from buildhook.elf.dynsym import DynamicExport, dynamic_exports
-
-R_X86_64_GLOB_DAT = 6
-R_X86_64_JUMP_SLOT = 7
+from buildhook.elf.dynsym import (
+    R_X86_64_GLOB_DAT,
+    R_X86_64_JUMP_SLOT,
+    DynamicExport,
+    dynamic_exports,
+    dynamic_relocations,
+)
 
 
 class SymbolError(Exception):
@@ -39,18 +38,11 @@ class LibrarySymbol:
 
 
 def _got_slots(item: MappedObject) -> dict[str, int]:
-    """Symbol name → link-time address of its GOT slot (JUMP_SLOT / GLOB_DAT)."""
-    elf = ELFFile(io.BytesIO(item.file_bytes))
+    """Symbol name → link-time address of its GOT slot (JUMP_SLOT / GLOB_DAT; the first one of a name)."""
     slots: dict[str, int] = {}
-    dynsym = elf.get_section_by_name(".dynsym")
-    if dynsym is None:
-        return slots
-    for section in elf.iter_sections():
-        if isinstance(section, RelocationSection) and section.name in (".rela.plt", ".rela.dyn"):
-            for rel in section.iter_relocations():
-                if rel["r_info_type"] in (R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT) and rel["r_info_sym"]:
-                    name = dynsym.get_symbol(rel["r_info_sym"]).name
-                    slots.setdefault(name, rel["r_offset"])
+    for relocation in dynamic_relocations(item.file_bytes):
+        if relocation.kind in (R_X86_64_JUMP_SLOT, R_X86_64_GLOB_DAT) and relocation.symbol:
+            slots.setdefault(relocation.symbol, relocation.offset)
     return slots
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
+
     from buildhook.apply.fcontext import SavedContexts
 
 # DWARF register numbers on x86-64.
@@ -130,6 +132,13 @@ class EhFrame:
         self.starts = [hdr_vaddr + table[2 * i] for i in range(count)]
         self.fdes = [hdr_vaddr + table[2 * i + 1] for i in range(count)]
         self._rules: dict[int, FrameRule] = {}
+
+    @classmethod
+    def of(cls, elf: ELFFile, data: bytes) -> EhFrame:
+        """The table of the ELF file *elf* reads (pyelftools, over *data*); raises UnwindError without one."""
+        sections = {section.name: (section.header.sh_addr, section.header.sh_offset, section.header.sh_size)
+                    for section in elf.iter_sections() if section.name in (".eh_frame", ".eh_frame_hdr")}
+        return cls(data, sections)
 
     def function_start(self, pc: int) -> int | None:
         """The start of the FDE that may cover link-time address *pc* (the function it is in, or its
@@ -289,7 +298,6 @@ class ModuleFrames:
     between user-level stacks (an import of swapcontext…), or None.
     ``contexts``: how its saved contexts are told (fcontext.SavedContexts),
     when that is known; else ``contexts_unknown`` says why not.
-    ``outermost``: return addresses that end a chain (a coroutine's bottom).
     """
 
     def __init__(self) -> None:
@@ -298,7 +306,11 @@ class ModuleFrames:
         self.switches_stacks: str | None = None
         self.contexts: SavedContexts | None = None
         self.contexts_unknown: str | None = None
-        self.outermost: frozenset[int] = frozenset()
+
+    @property
+    def outermost(self) -> frozenset[int]:
+        """Return addresses that end a chain: a coroutine's bottom (boost.context's finish)."""
+        return self.contexts.finishes if self.contexts is not None else frozenset()
 
     def in_restorer(self, pc: int) -> bool:
         """Is *pc* inside a signal restorer (the handler has returned, rt_sigreturn is next)?"""

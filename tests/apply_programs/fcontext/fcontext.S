@@ -12,14 +12,8 @@
  * S+0x40.  transfer_t { fcontext_t fctx; void *data; } comes back in
  * rax:rdx, and a new context's function gets it in rdi:rsi.
  */
-    .text
-    .globl jump_fcontext
-    .type jump_fcontext, @function
-    .align 16
-jump_fcontext:
-#ifdef OTHER_LAYOUT
-    nop
-#endif
+/* Save the callee-saved state below the return address the call pushed: S = rsp, handed over in rax. */
+.macro SAVE_CONTEXT
     leaq -0x38(%rsp), %rsp
     stmxcsr (%rsp)
     fnstcw 0x4(%rsp)
@@ -30,8 +24,10 @@ jump_fcontext:
     movq %rbx, 0x28(%rsp)
     movq %rbp, 0x30(%rsp)
     movq %rsp, %rax          /* the context left: to hand over */
-    movq %rdi, %rsp          /* the context resumed */
-    movq 0x38(%rsp), %r8
+.endm
+
+/* Load the state saved at rsp = S (the return address stays at S+0x38). */
+.macro RESTORE_CONTEXT
     ldmxcsr (%rsp)
     fldcw 0x4(%rsp)
     movq 0x8(%rsp), %r12
@@ -40,6 +36,20 @@ jump_fcontext:
     movq 0x20(%rsp), %r15
     movq 0x28(%rsp), %rbx
     movq 0x30(%rsp), %rbp
+.endm
+
+    .text
+    .globl jump_fcontext
+    .type jump_fcontext, @function
+    .align 16
+jump_fcontext:
+#ifdef OTHER_LAYOUT
+    nop
+#endif
+    SAVE_CONTEXT
+    movq %rdi, %rsp          /* the context resumed */
+    movq 0x38(%rsp), %r8
+    RESTORE_CONTEXT
     leaq 0x40(%rsp), %rsp
     movq %rsi, %rdx          /* transfer_t.data */
     movq %rax, %rdi          /* transfer_t.fctx, for a context that starts */
@@ -51,25 +61,9 @@ jump_fcontext:
     .align 16
 ontop_fcontext:              /* (to, data, function): function runs on top of the context resumed */
     movq %rdx, %r8
-    leaq -0x38(%rsp), %rsp
-    stmxcsr (%rsp)
-    fnstcw 0x4(%rsp)
-    movq %r12, 0x8(%rsp)
-    movq %r13, 0x10(%rsp)
-    movq %r14, 0x18(%rsp)
-    movq %r15, 0x20(%rsp)
-    movq %rbx, 0x28(%rsp)
-    movq %rbp, 0x30(%rsp)
-    movq %rsp, %rax
+    SAVE_CONTEXT
     movq %rdi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 0x4(%rsp)
-    movq 0x8(%rsp), %r12
-    movq 0x10(%rsp), %r13
-    movq 0x18(%rsp), %r14
-    movq 0x20(%rsp), %r15
-    movq 0x28(%rsp), %rbx
-    movq 0x30(%rsp), %rbp
+    RESTORE_CONTEXT
     leaq 0x38(%rsp), %rsp    /* the resumed context's return address stays: function returns there */
     movq %rax, %rdi          /* transfer_t { the context left, data } */
     jmp *%r8
