@@ -155,3 +155,17 @@ def test_journal_is_folded_in_once_even_if_replayed(sample_tree: Path, env: dict
     assert journal.read_bytes() == b""
     journal.write_bytes(pending)  # as if the truncation had not happened
     assert len(compile_records(store_dir)) == 2
+
+
+def test_a_journal_line_no_database_can_hold_does_not_stop_the_fold(sample_tree: Path, env: dict[str, str],
+                                                                     store_dir: Path) -> None:
+    """A line with a path that is not UTF-8 (older wrappers journaled one) is dropped, not left to fail every fold."""
+    from tests.conftest import compile_records
+
+    run(["buildhook-cc", "-c", "log.c"], env, cwd=sample_tree)
+    journal = store_dir / "compiles.journal"
+    good = journal.read_text()
+    poisoned = good.replace(str(sample_tree / "log.c"), str(sample_tree / "log\\udcff.c")).replace('["', '["f', 1)
+    journal.write_text(poisoned + good)
+    assert [Path(source).name for source, _, _ in compile_records(store_dir)] == ["log.c"]
+    assert journal.read_bytes() == b""

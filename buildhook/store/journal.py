@@ -48,8 +48,31 @@ def _encode_row(row: CompileRow) -> str:
     return "[" + ", ".join(fields) + "]\n"
 
 
+class NotUtf8Error(ValueError):
+    """A path or word of a compile is not valid UTF-8: SQLite, and so the store, cannot hold it."""
+
+
+def _undecodable(row: CompileRow) -> str | None:
+    """The first text of *row* that is not valid UTF-8 (os.fsdecode left surrogates in it), if any."""
+    _when, cwd, source, obj, language, compiler, flags, _sha256 = row
+    for text in (cwd, source, obj, language, *compiler, *flags):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return text
+    return None
+
+
 def append_compiles(store_root: str, rows: list[CompileRow]) -> None:
-    """Append the compile records of one command to the store's journal."""
+    """Append the compile records of one command to the store's journal.
+
+    A row the database could not take is refused here, before it is written:
+    once in the journal it would make every later fold fail.
+    """
+    for row in rows:
+        bad = _undecodable(row)
+        if bad is not None:
+            raise NotUtf8Error(f"{bad!r} is not valid UTF-8, and the store records only UTF-8 paths and flags")
     data = "".join(_encode_row(row) for row in rows).encode("utf-8")
     os.makedirs(store_root, exist_ok=True)
     fd = os.open(os.path.join(store_root, JOURNAL_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -86,7 +109,11 @@ def drain(store_root: str, insert: Callable[[list[list[object]]], None]) -> int:
             return 0
         import json
 
-        rows = [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+        # Only "\n" ends a line: str.splitlines would also cut at U+2028 or U+0085 in a path.
+        rows = [json.loads(line) for line in text.split("\n")[:-1]]
+        # A line no database can hold (not UTF-8: written before append_compiles refused such rows)
+        # is dropped rather than left to fail every fold after it.
+        rows = [row for row in rows if _undecodable(tuple(row[1:])) is None]
         insert(rows)
         os.ftruncate(fd, 0)
         return len(rows)
