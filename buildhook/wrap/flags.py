@@ -71,12 +71,17 @@ def compiler_family(compiler: str) -> str:
     return UNKNOWN
 
 
-def compile_flags(settings: Settings, family: str) -> list[str]:
-    """The words added to a compile for this compiler family."""
+def compile_flags(settings: Settings, family: str, header_folder: str = INCLUDE_DIR) -> list[str]:
+    """The words added to a compile for this compiler family.
+
+    *header_folder* is where buildhook.h is put on the include path: the
+    native shim (shim.c) uses the copy installed beside it, and passes it on
+    when it hands a command over, so both give the compiler the same words.
+    """
     words: list[str] = []
     for flag in COMPILE_FLAGS:
         if family in flag.families and settings.flag(flag.setting):
-            words.extend(flag.words)
+            words.extend(header_folder if word == INCLUDE_DIR else word for word in flag.words)
     return words
 
 

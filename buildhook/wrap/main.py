@@ -57,10 +57,11 @@ class WrapperProblem(Exception):
 class _Wrapper:
     """One run of buildhook-cc: settings, the resolved command, its parse."""
 
-    def __init__(self, invocation: Invocation, settings: Settings, program: str) -> None:
+    def __init__(self, invocation: Invocation, settings: Settings, program: str, header_folder: str) -> None:
         self.invocation = invocation
         self.settings = settings
         self.program = program
+        self.header_folder = header_folder
         try:
             self.cwd = os.getcwd()
         except FileNotFoundError as exc:
@@ -117,7 +118,7 @@ class _Wrapper:
                 "object-level patch can be made; build without -flto (or set BUILDHOOK_DISABLE=1)"
             )
         try:
-            injected = compile_flags(self.settings, self.family)
+            injected = compile_flags(self.settings, self.family, self.header_folder)
             check_conflicts(command.options, injected)
         except FlagConflict as exc:
             return self.problem(str(exc))
@@ -285,14 +286,17 @@ def _is_regular_or_new(path: str) -> bool:
         return False
 
 
-def run_wrapper(argv: list[str], language: str) -> int:
+def run_wrapper(argv: list[str], language: str, program: str | None = None, header_folder: str | None = None) -> int:
     """Run buildhook-cc (language "c") or buildhook-c++ ("c++") on *argv*."""
-    program = os.path.basename(argv[0]) if argv else "buildhook-cc"
+    if program is None:
+        program = os.path.basename(argv[0]) if argv else "buildhook-cc"
     try:
         settings = Settings()
         configured = settings["cxx" if language == "c++" else "cc"]
         invocation = resolve_invocation(argv, language, str(configured) if configured else None)
-        return _Wrapper(invocation, settings, program).main()
+        from buildhook import INCLUDE_DIR
+
+        return _Wrapper(invocation, settings, program, header_folder or INCLUDE_DIR).main()
     except (SettingsError, CompilerNotFound, WrapperProblem) as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return 1
@@ -308,3 +312,15 @@ def main_cc() -> None:
 
 def main_cxx() -> None:
     sys.exit(run_wrapper(sys.argv, "c++"))
+
+
+def main_from_shim() -> None:
+    """buildhook-cc-python: a command the native shim (shim.c) handed over, with its arguments.
+
+    The shim passes its name, language and copy of buildhook.h in three
+    variables, which are taken out of the environment the compiler will see.
+    """
+    program = os.environ.pop("BUILDHOOK_SHIM_PROGRAM", "buildhook-cc")
+    language = os.environ.pop("BUILDHOOK_SHIM_LANGUAGE", "c")
+    header_folder = os.environ.pop("BUILDHOOK_SHIM_HEADER", None)
+    sys.exit(run_wrapper(sys.argv, language, program, header_folder))
