@@ -25,6 +25,8 @@ import pytest
 from tests.conftest import BIN_DIR, compile_records, run
 
 GOOD = "int twice(int x) { return 2 * x; }\nint main(void) { return twice(0); }\n"
+CHATTY = ('#include <stdio.h>\n__attribute__((noinline)) int twice(int x) { printf("%d\\n", x); return 2 * x; }\n'
+          "int main(void) { return twice(0); }\n")
 BAD = "int main(void) { return undeclared_thing + ; }\n"
 NATIVE = BIN_DIR / "buildhook-cc"
 PYTHON = BIN_DIR / "buildhook-cc-python"
@@ -62,10 +64,13 @@ def work(tmp_path: Path, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
     (folder / "good.c").write_text(GOOD)
     (folder / "bad.c").write_text(BAD)
     (folder / "util.c").write_text("int util(void) { return 7; }\n")
+    (folder / "uses_util.c").write_text("int util(void);\nint main(void) { return util() - 7; }\n")
     (folder / "noext").write_text(GOOD)
     (folder / "hello.cc").write_text("#include <string>\nint size() { return std::string(\"x\").size(); }\n")
     (folder / "out").mkdir()
     (folder / "opts.rsp").write_text("-O2 -c good.c\n")
+    run(["gcc", "-c", "good.c", "util.c"], env, cwd=folder)
+    run(["ar", "rcs", "libutil.a", "util.o"], env, cwd=folder)
     tools = tmp_path / "tools"
     tools.mkdir()
     for name in ("x86_64-log-gcc", "x86_64-log-g++"):
@@ -88,7 +93,7 @@ def _calls(log: Path) -> list[dict[str, object]]:
             calls.append(current)
             current = {"words": []}
         elif key == "word":  # a link's scratch folder is named at random
-            current["words"].append(re.sub(r"/buildhook-[a-z0-9_]{8}/", "/buildhook-SCRATCH/", value))  # type: ignore[union-attr]
+            current["words"].append(re.sub(r"/buildhook-[A-Za-z0-9_]{6,8}/", "/buildhook-SCRATCH/", value))  # type: ignore[union-attr]
         else:
             current[key] = value
     return calls
@@ -111,8 +116,18 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _links(env: dict[str, str]) -> list[dict[str, object]]:
+    """``buildhook builds --json`` (which folds the journals first), without ids and times."""
+    if not Path(env["BUILDHOOK_STORE"]).exists():
+        return []
+    links = json.loads(run([str(BIN_DIR / "buildhook"), "builds", "--json"], env).stdout)
+    for link in links:
+        link.pop("id"), link.pop("time")
+    return links
+
+
 def _run_one(program: list[str], args: list[str], folder: Path, env: dict[str, str], stdin: bytes | None,
-             extra_env: dict[str, str]) -> dict[str, object]:
+             extra_env: dict[str, str], links: bool) -> dict[str, object]:
     before = _files(folder)
     log = Path(env["COMPILER_LOG"])
     store = Path(env["BUILDHOOK_STORE"])
@@ -126,23 +141,30 @@ def _run_one(program: list[str], args: list[str], folder: Path, env: dict[str, s
     outcome = {
         "status": result.returncode, "stdout": result.stdout, "stderr": result.stderr,
         "calls": _calls(log), "journal": _journal(store), "blobs": _blobs(store),
-        "written": {name: data for name, data in after.items() if before.get(name) != data},
+        "written": {name: hashlib.sha256(data).hexdigest() for name, data in after.items() if before.get(name) != data},
         "removed": sorted(set(before) - set(after)),
     }
-    for name in outcome["written"]:  # type: ignore[union-attr]
-        if name not in before:
+    if links:
+        outcome["links"] = _links({**env, **extra_env})
+    for name in outcome["written"]:  # type: ignore[union-attr]  # the next run starts from the same files
+        if name in before:
+            (folder / name).write_bytes(before[name])
+        else:
             (folder / name).unlink()
     return outcome
 
 
 def compare(args: list[str], folder: Path, env: dict[str, str], *, native: bool, stdin: bytes | None = None,
-            program: str = "buildhook-cc", extra_env: dict[str, str] | None = None) -> dict[str, object]:
+            program: str = "buildhook-cc", extra_env: dict[str, str] | None = None,
+            links: bool = False) -> dict[str, object]:
     """Run *args* through the shim and through the Python wrapper; assert the same outcome.
 
     *native*: whether the shim must handle the command itself (else it must hand it over).
+    *links*: compare the link records too (``buildhook builds``) instead of the blobs, which
+    differ by design: the shim keeps each archive whole until the fold.
     """
     extra = extra_env or {}
-    shim = _run_one([str(BIN_DIR / program)], args, folder, env, stdin, extra)
+    shim = _run_one([str(BIN_DIR / program)], args, folder, env, stdin, extra, links)
     parents = {call["parent"] for call in shim["calls"]}  # type: ignore[union-attr]
     if shim["calls"]:
         assert parents == ({os.path.realpath(BIN_DIR / program)} if native else {os.path.realpath(_python())}), parents
@@ -153,12 +175,12 @@ def compare(args: list[str], folder: Path, env: dict[str, str], *, native: bool,
     handed = {"BUILDHOOK_SHIM_PROGRAM": program, "BUILDHOOK_SHIM_LANGUAGE": "c++" if "c++" in program else "c"}
     if header:
         handed["BUILDHOOK_SHIM_HEADER"] = header
-    python = _run_one([str(PYTHON)], args, folder, env, stdin, {**extra, **handed})
+    python = _run_one([str(PYTHON)], args, folder, env, stdin, {**extra, **handed}, links)
     for call in python["calls"]:  # type: ignore[union-attr]
         call.pop("parent")
     for call in shim["calls"]:  # type: ignore[union-attr]
         call.pop("parent")
-    if not native:  # the same Python code ran twice: a link's map names its scratch folder, so blobs differ
+    if not native or links:  # (handed over: the same Python code ran twice, and a map names its scratch folder)
         shim.pop("blobs"), python.pop("blobs")
     for key in python:
         assert shim[key] == python[key], f"{key} differs: native {shim[key]!r} != python {python[key]!r}"
@@ -196,12 +218,98 @@ def test_plain_compiles_are_native_and_as_the_python_wrapper(args: list[str], wo
     compare(args, folder, env, native=True)
 
 
+LINK_CASES = [
+    ["good.o", "util.o", "-o", "prog"],
+    ["good.o", "-o", "out/prog", "-L.", "-lutil"],
+    ["good.o", "libutil.a"],
+    ["-Xlinker", "--build-id=sha1", "good.o", "-o", "prog"],
+    ["-Wl,-O1,--build-id=md5", "good.o", "-o", "prog"],
+    ["-shared", "-fPIC", "util.o", "-o", "libu.so"],
+    ["good.o", "-o", "conftest"],
+    ["good.o", "-o", "/dev/null"],
+    ["missing.o", "-o", "prog"],
+]
+
+
+@pytest.mark.parametrize("args", LINK_CASES, ids=" ".join)
+def test_links_are_native_and_recorded_as_by_the_python_wrapper(args: list[str],
+                                                                 work: tuple[Path, dict[str, str]]) -> None:
+    folder, env = work
+    compare(args, folder, env, native=True, links=True)
+
+
+@pytest.mark.parametrize("setting", [{"BUILDHOOK_LINK_MAP": "0"}, {"BUILDHOOK_BUILD_ID": "no"},
+                                     {"BUILDHOOK_RECORD": "off"}, {"BUILDHOOK_PATCH_FROM": " OFF "}])
+def test_link_settings(setting: dict[str, str], work: tuple[Path, dict[str, str]]) -> None:
+    folder, env = work
+    compare(["good.o", "util.o", "-o", "prog"], folder, env, native=True, links=True, extra_env=setting)
+
+
+def test_compiled_and_linked_through_each_wrapper_alike(work: tuple[Path, dict[str, str]]) -> None:
+    """Sources come from the compile records, archive members from the archive as it was linked."""
+    folder, env = work
+    results = []
+    for wrapper in (NATIVE, PYTHON):
+        shutil.rmtree(env["BUILDHOOK_STORE"], ignore_errors=True)
+        run([str(wrapper), "-O2", "-c", "uses_util.c", "util.c"], env, cwd=folder)
+        run(["ar", "rcs", "libmine.a", "util.o"], env, cwd=folder)
+        run([str(wrapper), "uses_util.o", "-L.", "-lmine", "-o", "prog"], env, cwd=folder)
+        (folder / "util.c").write_text("int util(void) { return 8; }\n")  # rebuilt before the fold:
+        run(["gcc", "-c", "util.c"], env, cwd=folder)                       # the record keeps what was linked
+        run(["ar", "rcs", "libmine.a", "util.o"], env, cwd=folder)
+        (folder / "util.c").write_text("int util(void) { return 7; }\n")
+        results.append(_links(env))
+        (folder / "libmine.a").unlink()
+    assert results[0] == results[1]
+    [link] = results[0]
+    assert [(Path(o["path"]).name, Path(o["source"]).name) for o in link["objects"]] == [  # type: ignore[index]
+        ("uses_util.o", "uses_util.c"), ("libmine.a(util.o)", "util.c")]
+
+
+def test_a_released_binary_is_linked_by_the_python_wrapper_for_its_patch(work: tuple[Path, dict[str, str]]) -> None:
+    folder, env = work
+    log = Path(env["COMPILER_LOG"])
+    (folder / "chatty.c").write_text(CHATTY)
+    run([str(NATIVE), "-O2", "-c", "chatty.c"], env, cwd=folder)
+    run([str(NATIVE), "chatty.o", "-o", "prog"], env, cwd=folder)
+    run([str(NATIVE), "chatty.o", "-o", "other"], env, cwd=folder)
+    run([str(BIN_DIR / "buildhook"), "release", "v1", str(folder / "prog")], env)
+    assert (Path(env["BUILDHOOK_STORE"]) / "released.list").read_text() == f"{folder / 'prog'}\n"
+    (folder / "chatty.c").write_text(CHATTY.replace("2 * x", "3 * x"))
+    log.unlink()
+    run([str(NATIVE), "-O2", "-c", "chatty.c"], env, cwd=folder)
+    patched = run([str(NATIVE), "chatty.o", "-o", "prog"], env, cwd=folder)
+    run([str(NATIVE), "chatty.o", "-o", "other"], env, cwd=folder)
+    assert patched.stderr == b""
+    parents = [call["parent"] for call in _calls(log)]
+    assert parents == [os.path.realpath(NATIVE), _python(), os.path.realpath(NATIVE)]
+    assert (folder / "prog.from-v1.po").is_file()
+
+
+def test_a_store_from_before_released_list_hands_links_over_until_it_is_written(
+        work: tuple[Path, dict[str, str]]) -> None:
+    folder, env = work
+    store = Path(env["BUILDHOOK_STORE"])
+    run([str(NATIVE), "good.o", "-o", "prog"], env, cwd=folder)
+    run([str(BIN_DIR / "buildhook"), "release", "v1"], env)
+    (store / "released.list").unlink()  # as a store written by an older buildhook
+    log = Path(env["COMPILER_LOG"])
+    log.unlink()
+    run([str(NATIVE), "good.o", "-o", "prog"], env, cwd=folder)
+    run([str(NATIVE), "good.o", "-o", "other"], env, cwd=folder)
+    assert [call["parent"] for call in _calls(log)] == [_python(), os.path.realpath(NATIVE)]
+
+
 HANDED_OVER = [
     ["-S", "good.c"],
     ["-E", "good.c"],
     ["-c", "-E", "good.c"],
     ["good.c", "-o", "prog"],
     ["good.c"],
+    ["good.c", "util.o", "-o", "prog"],
+    ["good.o", "-Wl,-Map=my.map", "-o", "prog"],
+    ["good.o", "-Xlinker", "-Map", "-Xlinker", "my.map", "-o", "prog"],
+    ["-fipa-icf", "good.o", "-o", "prog"],
     ["-c", "@opts.rsp"],
     ["-c", "good.c", "-MF", "@dep"],
     ["-flto", "-c", "good.c"],

@@ -29,10 +29,14 @@ class ArchiveMember:
     data: bytes
 
 
-def read_members(path: str) -> list[ArchiveMember]:
-    """Every member of the archive at *path*, in order (symbol tables skipped)."""
-    with open(path, "rb") as handle:
-        blob = handle.read()
+def read_members(path: str, blob: bytes | None = None) -> list[ArchiveMember]:
+    """Every member of the archive at *path* (or of its bytes *blob*), in order (symbol tables skipped).
+
+    A thin archive's members are read from the files it names, beside *path*.
+    """
+    if blob is None:
+        with open(path, "rb") as handle:
+            blob = handle.read()
     thin = blob.startswith(THIN_MAGIC)
     if not (thin or blob.startswith(ARCHIVE_MAGIC)):
         raise ArchiveError(f"{path} is not an ar archive")

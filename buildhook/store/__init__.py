@@ -6,6 +6,8 @@ Layout of a store folder::
     objects/tmp/          blobs being written (renamed into place when complete)
     records.sqlite        compiles, links, link inputs, releases (WAL mode)
     compiles.journal      compile records not yet folded into records.sqlite
+    links.journal         links the native wrapper recorded, not yet folded (link_journal.py)
+    released.list         every binary with a release, for the native wrapper
 
 Every release keeps the objects of its link, so a patch can be made from any
 release later, long after the build tree has moved on.
@@ -78,6 +80,11 @@ class Store:
             from buildhook.store.database import RecordDatabase
 
             self._records = RecordDatabase(os.path.join(self.root, "records.sqlite"))
+            from buildhook.store import link_journal
+
+            link_journal.fold(self)
+            if not os.path.exists(os.path.join(self.root, link_journal.RELEASED_LIST_NAME)):
+                link_journal.write_released_list(self)
         return self._records
 
     def close(self) -> None:
@@ -92,7 +99,8 @@ class Store:
         append_compiles(self.root, rows)
 
     def exists(self) -> bool:
-        return any(os.path.isfile(os.path.join(self.root, name)) for name in ("records.sqlite", "compiles.journal"))
+        return any(os.path.isfile(os.path.join(self.root, name))
+                   for name in ("records.sqlite", "compiles.journal", "links.journal"))
 
     def release(self, tag: str, binaries: list[str] | None = None) -> Release:
         """Mark the latest link of each binary (or of the named ones) as *tag*."""
@@ -117,6 +125,9 @@ class Store:
             self.records.add_release(tag, [link.id for link in links if link.id is not None], now)
         except ValueError as exc:
             raise ReleaseError(str(exc)) from exc
+        from buildhook.store.link_journal import write_released_list
+
+        write_released_list(self)
         from buildhook.store.records import Release
 
         return Release(tag=tag, time=now, links=links)

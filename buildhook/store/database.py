@@ -179,6 +179,17 @@ class RecordDatabase:
 
     # -- reading ---------------------------------------------------------
 
+    def has_link(self, binary: str, sha256: str, when: float) -> bool:
+        """Whether this exact link (binary, content, time) is recorded: a journal replay."""
+        return self._connection.execute("SELECT 1 FROM links WHERE binary = ? AND sha256 = ? AND time = ?",
+                                        (binary, sha256, when)).fetchone() is not None
+
+    def released_binaries(self) -> list[str]:
+        """Every binary path that has a release."""
+        rows = self._connection.execute(
+            "SELECT DISTINCT links.binary FROM releases JOIN links ON links.id = releases.link_id ORDER BY 1")
+        return [row[0] for row in rows]
+
     def sources_by_sha(self, hashes: list[str]) -> dict[str, str]:
         """Source path of the newest compile that produced each object hash."""
         found: dict[str, str] = {}

@@ -86,13 +86,13 @@ def append_compiles(store_root: str, rows: list[CompileRow]) -> None:
         os.close(fd)
 
 
-def drain(store_root: str, insert: Callable[[list[list[object]]], None]) -> int:
-    """Move every journal line into the database with *insert*; return how many.
+def drain(store_root: str, insert: Callable[[list[list[object]]], None], name: str = JOURNAL_NAME) -> int:
+    """Move every line of the journal *name* into the database with *insert*; return how many.
 
     *insert* receives the decoded rows and must commit them (idempotently,
     by entry id) before this returns; only then is the journal emptied.
     """
-    path = os.path.join(store_root, JOURNAL_NAME)
+    path = os.path.join(store_root, name)
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
@@ -111,9 +111,10 @@ def drain(store_root: str, insert: Callable[[list[list[object]]], None]) -> int:
 
         # Only "\n" ends a line: str.splitlines would also cut at U+2028 or U+0085 in a path.
         rows = [json.loads(line) for line in text.split("\n")[:-1]]
-        # A line no database can hold (not UTF-8: written before append_compiles refused such rows)
-        # is dropped rather than left to fail every fold after it.
-        rows = [row for row in rows if _undecodable(tuple(row[1:])) is None]
+        if name == JOURNAL_NAME:
+            # A line no database can hold (not UTF-8: written before append_compiles refused such rows)
+            # is dropped rather than left to fail every fold after it.
+            rows = [row for row in rows if _undecodable(tuple(row[1:])) is None]
         insert(rows)
         os.ftruncate(fd, 0)
         return len(rows)

@@ -8,6 +8,8 @@ and archive search order need no second-guessing here.
 
 The compile half runs on every compile and imports only the store; the ELF
 readers, the map parser and the record dataclasses load for links only.
+Reading a link's inputs from its map is store/link_inputs.py, shared with
+the fold of links the native wrapper journaled (store/link_journal.py).
 """
 
 from __future__ import annotations
@@ -19,18 +21,7 @@ from buildhook.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from buildhook.elf.archive import ArchiveMember
-    from buildhook.store import LinkInput, LinkRecord
-
-ET_REL = 1
-
-# Inputs from these folders belong to the toolchain or the system (crt files,
-# libgcc, libc_nonshared): recorded by hash, never part of a patch.
-TOOLCHAIN_PREFIXES = ("/usr/lib/", "/usr/lib64/", "/usr/libexec/", "/lib/", "/lib64/")
-
-
-class LinkRecordingError(Exception):
-    """The link succeeded but could not be recorded."""
+    from buildhook.store import LinkRecord
 
 
 class CompiledObject:
@@ -51,7 +42,7 @@ class CompiledObject:
 
 def absolute(path: str, cwd: str) -> str:
     """*path* made absolute against *cwd*, normalised but with links kept."""
-    return os.path.normpath(os.path.join(cwd, path))
+    return os.path.normpath(os.path.join(cwd, path))  # as store/link_inputs.py, which compiles do not import
 
 
 def record_compile(store: Store, objects: list[CompiledObject], compiler: list[str],
@@ -67,71 +58,6 @@ def record_compile(store: Store, objects: list[CompiledObject], compiler: list[s
         store.journal_compiles(rows)
 
 
-def is_toolchain_path(path: str) -> bool:
-    return os.path.realpath(path).startswith(TOOLCHAIN_PREFIXES)
-
-
-def _elf_type(path: str) -> int | None:
-    with open(path, "rb") as handle:
-        head = handle.read(18)
-    if head[:4] != b"\x7fELF" or len(head) < 18:
-        return None
-    return int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
-
-
-def _member_bytes(archive: str, member: str, cache: dict[str, list[ArchiveMember]]) -> bytes:
-    from buildhook.elf.archive import read_members
-
-    if archive not in cache:
-        cache[archive] = read_members(archive)
-    for candidate in cache[archive]:
-        if candidate.name == member:
-            return candidate.data
-    raise LinkRecordingError(f"archive {archive} has no member {member} named by the link map")
-
-
-def collect_link_inputs(store: Store, map_text: str, cwd: str,
-                        renamed_objects: dict[str, CompiledObject]) -> list[LinkInput]:
-    """Every object and archive member of a link, hashed, program code stored.
-
-    *renamed_objects* maps temporary objects (of a compile-and-link command)
-    to the object they stand for.
-    """
-    import hashlib
-
-    from buildhook.elf.linkmap import parse_link_map
-    from buildhook.store import LinkInput, sha256_of_file
-    from buildhook.store.records import MEMBER, OBJECT, TOOLCHAIN
-
-    archives: dict[str, list[ArchiveMember]] = {}
-    inputs: list[LinkInput] = []
-    for item in parse_link_map(map_text).input_files():
-        path = absolute(item.path, cwd)
-        toolchain = is_toolchain_path(path)
-        if item.member is not None:
-            data = _member_bytes(path, item.member, archives)
-            # Toolchain inputs are recorded by hash only: never patched, not stored.
-            sha256 = hashlib.sha256(data).hexdigest() if toolchain else store.blobs.put_bytes(data)
-            inputs.append(LinkInput(TOOLCHAIN if toolchain else MEMBER, path, sha256, member=item.member))
-            continue
-        if not os.path.isfile(path) or _elf_type(path) != ET_REL:
-            continue  # archives (their members are listed), shared libraries, linker scripts
-        if toolchain:
-            inputs.append(LinkInput(TOOLCHAIN, path, sha256_of_file(path)))
-            continue
-        sha256 = store.blobs.put_file(path)
-        stands_for = renamed_objects.get(path)
-        if stands_for is not None:
-            inputs.append(LinkInput(OBJECT, stands_for.object, sha256, source=stands_for.source, linked_as=path))
-        else:
-            inputs.append(LinkInput(OBJECT, path, sha256))
-    sources = store.records.sources_by_sha([item.sha256 for item in inputs if item.source is None])
-    for item in inputs:
-        if item.source is None and item.kind != TOOLCHAIN:
-            item.source = sources.get(item.sha256)
-    return inputs
-
-
 def record_link(store: Store, *, output: str, map_path: str | None, compiler: list[str],
                 flags: list[str], cwd: str, renamed_objects: dict[str, CompiledObject]) -> LinkRecord:
     """Store a finished link: binary, build-id, map and inputs."""
@@ -142,7 +68,10 @@ def record_link(store: Store, *, output: str, map_path: str | None, compiler: li
     if map_path is not None:
         with open(absolute(map_path, cwd), encoding="utf-8", errors="surrogateescape") as handle:
             map_text = handle.read()
-        inputs = collect_link_inputs(store, map_text, cwd, renamed_objects)
+        from buildhook.store.link_inputs import InputReader, collect_link_inputs
+
+        stand_ins = {path: (item.source, item.object) for path, item in renamed_objects.items()}
+        inputs = collect_link_inputs(store, map_text, cwd, InputReader(store), stand_ins)
         map_sha256: str | None = store.blobs.put_bytes(map_text.encode("utf-8", "surrogateescape"))
     else:
         inputs, map_sha256 = [], None

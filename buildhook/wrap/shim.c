@@ -424,24 +424,38 @@ struct source {
     const char *language;
 };
 
-struct compile {
+enum mode { HAND_OVER = 0, COMPILE, LINK };
+
+struct command {
     struct source sources[MAX_WORDS];
-    int nsources;
+    int nsources, other_inputs;
     const char *output;
-    int conflicts;  /* an option -flive-patching=inline-clone cannot go with */
+    int conflicts;      /* an option -flive-patching=inline-clone cannot go with */
+    int user_map;       /* -Wl,-Map=… or -Wl,-M: the user's own map (Python reads theirs) */
+    int user_build_id;  /* -Wl,--build-id[=…]: no build-id flag is added */
 };
 
-/* parse_driver_command for the one shape handled here: 1 when *command* is a plain
-   `-c` compile with sources, no response file, no -flto; 0 to hand it over. */
-static int parse_compile(const struct words *args, struct compile *command) {
+/* A linker word (from -Wl, or -Xlinker) as DriverCommand.user_map_file / user_prints_map /
+   user_build_id look at it. */
+static void linker_word(struct command *command, const char *word, size_t size) {
+    if ((size >= 5 && memcmp(word, "-Map=", 5) == 0) || (size >= 6 && memcmp(word, "--Map=", 6) == 0)
+        || (size == 4 && memcmp(word, "-Map", 4) == 0) || (size == 5 && memcmp(word, "--Map", 5) == 0)
+        || (size == 2 && memcmp(word, "-M", 2) == 0) || (size == 11 && memcmp(word, "--print-map", 11) == 0))
+        command->user_map = 1;
+    if ((size == 10 && memcmp(word, "--build-id", 10) == 0) || (size > 10 && memcmp(word, "--build-id=", 11) == 0))
+        command->user_build_id = 1;
+}
+
+/* parse_driver_command for the two shapes handled here: a `-c` compile with sources (COMPILE)
+   or a link of objects and libraries (LINK), with no response file and no -flto; HAND_OVER
+   for every other mode (cmdline._mode) and anything else. */
+static enum mode parse_command(const struct words *args, struct command *command) {
     const char *language = NULL;
     int compile = 0, lto = 0;
-    command->nsources = 0;
-    command->output = NULL;
-    command->conflicts = 0;
+    memset(command, 0, sizeof *command);
     for (int index = 0; index < args->count; index++)
         if (args->items[index][0] == '@' && args->items[index][1])
-            return 0;  /* a response file, maybe an option's argument: Python expands them */
+            return HAND_OVER;  /* a response file, maybe an option's argument: Python expands them */
     for (int index = 0; index < args->count; index++) {
         const char *word = args->items[index];
         const char *next = index + 1 < args->count ? args->items[index + 1] : NULL;
@@ -450,11 +464,23 @@ static int parse_compile(const struct words *args, struct compile *command) {
             if (found) {
                 command->sources[command->nsources].path = word;
                 command->sources[command->nsources++].language = found;
+            } else {
+                command->other_inputs++;
             }
             continue;
         }
         if (in_list(word, live_patching_conflicts))
             command->conflicts = 1;
+        if (starts_with(word, "-Wl,")) {
+            for (const char *part = word + 4; *part;) {
+                const char *comma = strchrnul(part, ',');
+                if (comma > part)
+                    linker_word(command, part, (size_t)(comma - part));
+                part = *comma ? comma + 1 : comma;
+            }
+        } else if (strcmp(word, "-Xlinker") == 0 && next) {
+            linker_word(command, next, strlen(next));
+        }
         if (strcmp(word, "-x") == 0 && next) {
             language = strcmp(next, "none") == 0 ? NULL : next;
         } else if (starts_with(word, "-x") && word[2]) {
@@ -472,12 +498,17 @@ static int parse_compile(const struct words *args, struct compile *command) {
         } else if (strcmp(word, "-S") == 0 || strcmp(word, "-r") == 0 || in_list(word, no_object_options)
                    || in_list(word, info_options) || starts_with(word, "-print-") || starts_with(word, "--print-")
                    || starts_with(word, "--help=")) {
-            return 0;  /* another mode */
+            return HAND_OVER;  /* another mode */
         }
         if (next && in_list(word, separate_argument_options))
             index++;
     }
-    return compile && !lto && command->nsources > 0;
+    if (lto)
+        return HAND_OVER;  /* refused with its reason there */
+    if (compile)
+        return command->nsources ? COMPILE : HAND_OVER;
+    /* A link; with sources it compiles them first, which the Python side does (each its own record). */
+    return command->other_inputs && !command->nsources ? LINK : HAND_OVER;
 }
 
 /* cmdline.implicit_object_name */
@@ -805,13 +836,13 @@ static int valid_utf8(const char *text) {
     return 1;
 }
 
-/* journal.append_compiles: every line in one write, under a shared flock. */
-static int append_journal(const char *store, const struct text *lines) {
+/* journal.append_compiles (and link_journal's lines): every line in one write, under a shared flock. */
+static int append_journal(const char *store, const char *name, const struct text *lines) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s", store);
     if (make_folders(path) != 0)
         return -1;
-    snprintf(path, sizeof path, "%s/compiles.journal", store);
+    snprintf(path, sizeof path, "%s/%s", store, name);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return fail("cannot write", path);
@@ -829,6 +860,7 @@ static void ignore_interrupt(int signo) {
 }
 
 static int run_compiler(const struct words *command) {
+    setenv("BUILDHOOK_DEPTH", "1", 1);  /* Invocation.child_environment: one level deeper (never before a hand-over) */
     struct sigaction action = {0};
     action.sa_handler = ignore_interrupt;
     sigaction(SIGINT, &action, NULL);  /* a caught signal is reset to default in the child */
@@ -872,12 +904,345 @@ static void hand_over(void) {
     exit(1);
 }
 
-/* ---- the compile ------------------------------------------------------------------ */
+/* ---- the compile and the link -------------------------------------------------------- */
+
+/* What main worked out before choosing a path. */
+struct plan {
+    struct words prefix, args;
+    struct command command;
+    const char *family;
+    char cwd[PATH_MAX];
+    int function_sections, data_sections, live_patching, header, build_id, link_map, record, plain_on_error;
+};
+
+static struct words run_words(const struct plan *plan, const struct words *injected) {
+    struct words run = {must_alloc(MAX_WORDS * sizeof(char *)), 0};
+    for (int index = 0; index < plan->prefix.count; index++)
+        push(&run, plan->prefix.items[index]);
+    for (int index = 0; index < injected->count; index++)
+        push(&run, injected->items[index]);
+    for (int index = 0; index < plan->args.count; index++)
+        push(&run, plan->args.items[index]);
+    push(&run, NULL);
+    run.count--;
+    return run;
+}
+
+/* The injected words followed by the command's own: the "flags" a record keeps. */
+static struct words recorded_flags(const struct plan *plan, const struct words *injected) {
+    struct words flags = {must_alloc(MAX_WORDS * sizeof(char *)), 0};
+    for (int index = 0; index < injected->count; index++)
+        push(&flags, injected->items[index]);
+    for (int index = 0; index < plan->args.count; index++)
+        push(&flags, plan->args.items[index]);
+    return flags;
+}
+
+/* The first text that is not UTF-8 among the compiler words, the flags and *others*, or NULL. */
+static const char *not_utf8(const struct plan *plan, const struct words *flags, const char *const *others) {
+    for (; *others; others++)
+        if (!valid_utf8(*others))
+            return *others;
+    for (int word = 0; word < plan->prefix.count + flags->count; word++) {
+        const char *text = word < plan->prefix.count ? plan->prefix.items[word] : flags->items[word - plan->prefix.count];
+        if (!valid_utf8(text))
+            return text;
+    }
+    return NULL;
+}
+
+static int refuse_not_utf8(const char *text) {  /* journal.NotUtf8Error: refused before it is written */
+    snprintf(failure, sizeof failure, "'%s' is not valid UTF-8, and the store records only UTF-8 paths and flags", text);
+    return -1;
+}
+
+/* The start of a journal line: a fresh entry id and the time. */
+static int append_line_start(struct text *lines, const char *about) {
+    unsigned char entry[8];
+    struct timeval now;
+    if (getrandom(entry, sizeof entry, 0) != (ssize_t)sizeof entry) {
+        errno = EIO;
+        return fail("cannot draw an entry id for", about);
+    }
+    gettimeofday(&now, NULL);
+    char field[64];
+    snprintf(field, sizeof field, "[\"%02x%02x%02x%02x%02x%02x%02x%02x\", %ld.%06ld, ", entry[0], entry[1], entry[2],
+             entry[3], entry[4], entry[5], entry[6], entry[7], (long)now.tv_sec, (long)now.tv_usec);
+    append(lines, field, strlen(field));
+    return 0;
+}
+
+/* main.record's failure: warn and keep the outputs (BUILDHOOK_ON_ERROR=plain), or remove them so that
+   the next make retries the step, and fail it. */
+static int recording_failed(const struct plan *plan, const char *store, char *const *outputs, int count) {
+    if (plan->plain_on_error) {
+        fprintf(stderr, "%s: warning: not recorded in store %s: %s\n", program, store, failure);
+        return 0;
+    }
+    for (int index = 0; index < count; index++)
+        if (regular_or_new(outputs[index]))
+            unlink(outputs[index]);
+    fprintf(stderr, "%s: error: could not record in store %s: %s\n", program, store, failure);
+    return 1;
+}
 
 struct object {
     char *source, *path;
     const char *language;
 };
+
+/* main._Wrapper.compile */
+static int compile(const struct plan *plan) {
+    const struct command *command = &plan->command;
+    int gcc = strcmp(plan->family, "gcc") == 0, clang = strcmp(plan->family, "clang") == 0;
+    struct words injected = {must_alloc(8 * sizeof(char *)), 0};
+    if (plan->function_sections && (gcc || clang))
+        push(&injected, "-ffunction-sections");
+    if (plan->data_sections && (gcc || clang))
+        push(&injected, "-fdata-sections");
+    if (plan->live_patching && gcc)
+        push(&injected, "-flive-patching=inline-clone");
+    if (plan->header && (gcc || clang)) {
+        push(&injected, "-idirafter");
+        push(&injected, header_folder);
+    }
+    /* Which objects will be recorded: decided before the compile, as main.compile does. */
+    struct object *objects = must_alloc((size_t)command->nsources * sizeof *objects);
+    char **paths = must_alloc((size_t)command->nsources * sizeof *paths);
+    int nobjects = 0;
+    for (int index = 0; index < command->nsources; index++) {
+        char *output = command->output && command->nsources == 1 ? joined(command->output, "")
+                                                                  : implicit_object_name(command->sources[index].path);
+        char *path = absolute(output, plan->cwd);
+        int skip = plan->record ? skipped(output) : 1;
+        if (skip < 0)
+            hand_over();
+        if (!skip && regular_or_new(path)) {
+            objects[nobjects].source = absolute(command->sources[index].path, plan->cwd);
+            objects[nobjects].path = paths[nobjects] = path;
+            objects[nobjects++].language = command->sources[index].language;
+        }
+        free(output);
+    }
+    char *store = NULL;
+    if (nobjects && !(store = store_path(plan->cwd)))
+        hand_over();
+    struct words run = run_words(plan, &injected);
+    int status = run_compiler(&run);
+    if (status != 0 || !nobjects)
+        return status;
+
+    struct text lines = {0};
+    struct words flags = recorded_flags(plan, &injected);
+    for (int index = 0; index < nobjects; index++) {
+        struct stat object_info;
+        if (stat(objects[index].path, &object_info) != 0 || !S_ISREG(object_info.st_mode))
+            continue;  /* e.g. `-o /dev/null` */
+        const char *texts[] = {plan->cwd, objects[index].source, objects[index].path, NULL};
+        const char *bad = not_utf8(plan, &flags, texts);
+        char sha256[65];
+        if ((bad && refuse_not_utf8(bad)) || put_blob(store, objects[index].path, sha256) != 0
+            || append_line_start(&lines, objects[index].path) != 0)
+            return recording_failed(plan, store, paths, nobjects);
+        append_json_string(&lines, plan->cwd);
+        append(&lines, ", ", 2);
+        append_json_string(&lines, objects[index].source);
+        append(&lines, ", ", 2);
+        append_json_string(&lines, objects[index].path);
+        append(&lines, ", ", 2);
+        append_json_string(&lines, objects[index].language);
+        append(&lines, ", ", 2);
+        append_json_words(&lines, plan->prefix.items, plan->prefix.count);
+        append(&lines, ", ", 2);
+        append_json_words(&lines, flags.items, flags.count);
+        append(&lines, ", \"", 3);
+        append(&lines, sha256, 64);
+        append(&lines, "\"]\n", 3);
+    }
+    if (lines.size && append_journal(store, "compiles.journal", &lines) != 0)
+        return recording_failed(plan, store, paths, nobjects);
+    return 0;
+}
+
+/* Whether a link of *binary* must go to the Python wrapper for its post-link patch (postlink.py):
+   the binary has a release, or the store predates released.list (Python writes it). */
+static int needs_post_link_patch(const char *store, const char *binary) {
+    const char *setting = getenv("BUILDHOOK_PATCH_FROM");
+    if (setting) {
+        while (*setting == ' ' || (*setting >= '\t' && *setting <= '\r'))
+            setting++;
+        if (strncasecmp(setting, "off", 3) == 0) {
+            const char *rest = setting + 3;
+            while (*rest == ' ' || (*rest >= '\t' && *rest <= '\r'))
+                rest++;
+            if (!*rest)
+                return 0;
+        }
+    }
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/released.list", store);
+    unsigned char *data;
+    size_t size;
+    if (read_file(path, &data, &size) != 0) {
+        if (errno != ENOENT)
+            return 1;
+        snprintf(path, sizeof path, "%s/records.sqlite", store);
+        struct stat info;
+        return stat(path, &info) == 0 || errno != ENOENT;
+    }
+    size_t length = strlen(binary);
+    int found = 0;
+    for (size_t start = 0; start < size && !found;) {
+        unsigned char *newline = memchr(data + start, '\n', size - start);
+        size_t end = newline ? (size_t)(newline - data) : size;
+        found = end - start == length && memcmp(data + start, binary, length) == 0;
+        start = end + 1;
+    }
+    free(data);
+    return found;
+}
+
+/* An input the link record keeps the bytes of: a relocatable object or an archive (recording.py). */
+static int kept_input(const char *path) {
+    static const char *const toolchain[] = {"/usr/lib/", "/usr/lib64/", "/usr/libexec/", "/lib/", "/lib64/", NULL};
+    char real[PATH_MAX];
+    if (!realpath(path, real))
+        return 0;
+    for (int index = 0; toolchain[index]; index++)
+        if (starts_with(real, toolchain[index]))
+            return 0;  /* hashed from the disk when the line is folded: never part of a patch */
+    unsigned char head[18];
+    int fd = open(real, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t got = read(fd, head, sizeof head);
+    close(fd);
+    if (got >= 8 && (memcmp(head, "!<arch>\n", 8) == 0 || memcmp(head, "!<thin>\n", 8) == 0))
+        return 1;
+    return got == 18 && memcmp(head, "\177ELF", 4) == 0 && head[5] == 1 && head[16] == 1 && head[17] == 0;
+}
+
+/* main._Wrapper.link for a link of objects and libraries.  The link is recorded as one line of
+   <store>/links.journal: the binary's and the map's blobs and a blob of every object and archive the
+   map LOADs (their bytes as linked); the store folds it into a link record (store/link_journal.py),
+   parsing the map with the same code as a link recorded by the Python wrapper. */
+static int link_program(const struct plan *plan) {
+    const struct command *command = &plan->command;
+    if (command->conflicts && plan->live_patching && strcmp(plan->family, "gcc") == 0)
+        hand_over();  /* refused with its reason there */
+    if (command->user_map)
+        hand_over();  /* the user's map is read there */
+    const char *output = command->output ? command->output : "a.out";
+    char *output_path = absolute(output, plan->cwd);
+    int skip = plan->record ? skipped(output) : 1;
+    if (skip < 0)
+        hand_over();
+    int wanted = !skip && regular_or_new(output_path);
+    char *store = NULL;
+    char binary[2 * PATH_MAX + 2];
+    if (wanted) {
+        struct stat info;
+        if (!(store = store_path(plan->cwd)) || (lstat(output_path, &info) == 0 && S_ISLNK(info.st_mode)))
+            hand_over();
+        char *folder = joined(output_path, "");
+        *strrchr(folder, '/') = 0;
+        char real_folder[PATH_MAX];
+        if (!realpath(folder[0] ? folder : "/", real_folder) || strlen(real_folder) + strlen(base_name(output_path)) + 2 > PATH_MAX)
+            hand_over();
+        snprintf(binary, sizeof binary, "%s/%s", strcmp(real_folder, "/") == 0 ? "" : real_folder, base_name(output_path));
+        free(folder);
+        if (needs_post_link_patch(store, binary))
+            hand_over();
+    }
+    struct words injected = {must_alloc(4 * sizeof(char *)), 0};
+    if (plan->build_id && !command->user_build_id)
+        push(&injected, "-Wl,--build-id");
+    char scratch[PATH_MAX], map_path[PATH_MAX + 16], map_flag[PATH_MAX + 32];
+    scratch[0] = 0;
+    if (wanted && plan->link_map) {
+        const char *tmp = nonempty_env("TMPDIR");
+        snprintf(scratch, sizeof scratch, "%s/buildhook-XXXXXX", tmp ? tmp : "/tmp");
+        if (!mkdtemp(scratch))
+            hand_over();
+        snprintf(map_path, sizeof map_path, "%s/link.map", scratch);
+        snprintf(map_flag, sizeof map_flag, "-Wl,-Map=%s", map_path);
+        push(&injected, map_flag);
+    }
+    struct words run = run_words(plan, &injected);
+    int status = run_compiler(&run);
+    int result = status;
+    if (status == 0 && wanted) {
+        struct text lines = {0};
+        struct words flags = recorded_flags(plan, &injected);
+        const char *texts[] = {plan->cwd, binary, NULL};
+        const char *bad = not_utf8(plan, &flags, texts);
+        char sha256[65], map_sha256[65] = "";
+        unsigned char *map = NULL;
+        size_t map_size = 0;
+        int ok = !(bad && refuse_not_utf8(bad)) && put_blob(store, binary, sha256) == 0
+                 && (!scratch[0] || (put_blob(store, map_path, map_sha256) == 0 && read_file(map_path, &map, &map_size) == 0))
+                 && append_line_start(&lines, binary) == 0;
+        if (ok) {
+            append_json_string(&lines, plan->cwd);
+            append(&lines, ", ", 2);
+            append_json_string(&lines, binary);
+            append(&lines, ", \"", 3);
+            append(&lines, sha256, 64);
+            append(&lines, "\", ", 3);
+            if (map_sha256[0]) {
+                append(&lines, "\"", 1);
+                append(&lines, map_sha256, 64);
+                append(&lines, "\", ", 3);
+            } else {
+                append(&lines, "null, ", 6);
+            }
+            append_json_words(&lines, plan->prefix.items, plan->prefix.count);
+            append(&lines, ", ", 2);
+            append_json_words(&lines, flags.items, flags.count);
+            append(&lines, ", {", 3);
+            int first = 1;
+            for (size_t start = 0; ok && start < map_size;) {  /* every `LOAD path` line */
+                unsigned char *newline = memchr(map + start, '\n', map_size - start);
+                size_t end = newline ? (size_t)(newline - map) : map_size;
+                if (end - start > 5 && memcmp(map + start, "LOAD ", 5) == 0) {
+                    size_t last = end;
+                    while (last > start + 5 && (map[last - 1] == ' ' || map[last - 1] == '\r' || map[last - 1] == '\t'))
+                        last--;
+                    char *named = strndup((const char *)map + start + 5, last - start - 5);
+                    char *path = absolute(named, plan->cwd);
+                    char input_sha256[65];
+                    if (kept_input(path)) {
+                        if (!valid_utf8(path))
+                            ok = !refuse_not_utf8(path);
+                        else if (put_blob(store, path, input_sha256) != 0)
+                            ok = 0;
+                        else {
+                            if (!first)
+                                append(&lines, ", ", 2);
+                            first = 0;
+                            append_json_string(&lines, path);
+                            append(&lines, ": \"", 3);
+                            append(&lines, input_sha256, 64);
+                            append(&lines, "\"", 1);
+                        }
+                    }
+                    free(named);
+                    free(path);
+                }
+                start = end + 1;
+            }
+            append(&lines, "}]\n", 3);
+        }
+        free(map);
+        if (!ok || append_journal(store, "links.journal", &lines) != 0)
+            result = recording_failed(plan, store, &output_path, 1);
+    }
+    if (scratch[0]) {
+        unlink(map_path);
+        rmdir(scratch);
+    }
+    return result;
+}
 
 int main(int argc, char **argv) {
     original_argv = argv;
@@ -908,150 +1273,33 @@ int main(int argc, char **argv) {
     for (int index = 0; booleans[index]; index++)
         if ((values[index] = boolean_setting(booleans[index], defaults[index])) == UNUSABLE)
             hand_over();
-    int function_sections = values[0], data_sections = values[1], live_patching = values[2];
-    int want_header = values[3], record = values[6], disable = values[7];
+    static struct plan plan;
+    plan.function_sections = values[0], plan.data_sections = values[1], plan.live_patching = values[2];
+    plan.header = values[3], plan.build_id = values[4], plan.link_map = values[5], plan.record = values[6];
     const char *on_error = getenv("BUILDHOOK_ON_ERROR");
     if (on_error && strcmp(on_error, "fail") != 0 && strcmp(on_error, "plain") != 0)
         hand_over();
-    int plain_on_error = on_error && strcmp(on_error, "plain") == 0;
+    plan.plain_on_error = on_error && strcmp(on_error, "plain") == 0;
     const char *depth = getenv("BUILDHOOK_DEPTH");
-    if (disable || (depth && *depth && strcmp(depth, "0") != 0) || (want_header && !header_folder[0]))
-        hand_over();
+    if (values[7] || (depth && *depth && strcmp(depth, "0") != 0) || (plan.header && !header_folder[0]))
+        hand_over();  /* BUILDHOOK_DISABLE, nested, or no buildhook.h beside it */
     char *config = config_path();
     struct stat info;
     if (!config || stat(config, &info) == 0 || errno != ENOENT)
         hand_over();  /* a config file: Python reads TOML */
 
-    struct words prefix = {must_alloc(MAX_WORDS * sizeof(char *)), 0};
-    struct words args = {must_alloc(MAX_WORDS * sizeof(char *)), 0};
-    if (!resolve_invocation(argc, argv, language, &prefix, &args))
+    plan.prefix = (struct words){must_alloc(MAX_WORDS * sizeof(char *)), 0};
+    plan.args = (struct words){must_alloc(MAX_WORDS * sizeof(char *)), 0};
+    if (!resolve_invocation(argc, argv, language, &plan.prefix, &plan.args) || !getcwd(plan.cwd, sizeof plan.cwd))
         hand_over();
-    char cwd[PATH_MAX];
-    if (!getcwd(cwd, sizeof cwd))
+    plan.family = compiler_family(plan.prefix.items[plan.prefix.count - 1]);
+    enum mode mode = parse_command(&plan.args, &plan.command);
+    if (mode == HAND_OVER)
         hand_over();
-    const char *family = compiler_family(prefix.items[prefix.count - 1]);
-    static struct compile command;
-    if (!parse_compile(&args, &command))
-        hand_over();
-    int gcc = strcmp(family, "gcc") == 0, clang = strcmp(family, "clang") == 0;
-    if (command.conflicts && live_patching && gcc)
-        hand_over();  /* refused with its reason there */
-
-    struct words injected = {must_alloc(8 * sizeof(char *)), 0};
-    if (function_sections && (gcc || clang))
-        push(&injected, "-ffunction-sections");
-    if (data_sections && (gcc || clang))
-        push(&injected, "-fdata-sections");
-    if (live_patching && gcc)
-        push(&injected, "-flive-patching=inline-clone");
-    if (want_header && (gcc || clang)) {
-        push(&injected, "-idirafter");
-        push(&injected, header_folder);
+    if (mode == COMPILE) {
+        if (plan.command.conflicts && plan.live_patching && strcmp(plan.family, "gcc") == 0)
+            hand_over();  /* refused with its reason there */
+        return compile(&plan);
     }
-
-    /* Which objects will be recorded: decided before the compile, as main.compile does. */
-    struct object *objects = must_alloc((size_t)command.nsources * sizeof *objects);
-    int nobjects = 0;
-    for (int index = 0; index < command.nsources; index++) {
-        char *output = command.output && command.nsources == 1 ? joined(command.output, "")
-                                                                : implicit_object_name(command.sources[index].path);
-        char *path = absolute(output, cwd);
-        int skip = record ? skipped(output) : 1;
-        if (skip < 0)
-            hand_over();
-        if (!skip && regular_or_new(path)) {
-            objects[nobjects].source = absolute(command.sources[index].path, cwd);
-            objects[nobjects].path = path;
-            objects[nobjects++].language = command.sources[index].language;
-        }
-        free(output);
-    }
-    char *store = NULL;
-    if (nobjects && !(store = store_path(cwd)))
-        hand_over();
-
-    char depth_value[16];
-    snprintf(depth_value, sizeof depth_value, "%d", 1);
-    setenv("BUILDHOOK_DEPTH", depth_value, 1);
-    struct words run = {must_alloc(MAX_WORDS * sizeof(char *)), 0};
-    for (int index = 0; index < prefix.count; index++)
-        push(&run, prefix.items[index]);
-    for (int index = 0; index < injected.count; index++)
-        push(&run, injected.items[index]);
-    for (int index = 0; index < args.count; index++)
-        push(&run, args.items[index]);
-    push(&run, NULL);
-    run.count--;
-    int status = run_compiler(&run);
-    if (status != 0 || !nobjects)
-        return status;
-
-    struct text lines = {0};
-    struct words flags = {must_alloc(MAX_WORDS * sizeof(char *)), 0};
-    for (int index = 0; index < injected.count; index++)
-        push(&flags, injected.items[index]);
-    for (int index = 0; index < args.count; index++)
-        push(&flags, args.items[index]);
-    struct timeval now;
-    gettimeofday(&now, NULL);
-    int failed = 0;
-    for (int index = 0; index < nobjects && !failed; index++) {
-        struct stat object_info;
-        if (stat(objects[index].path, &object_info) != 0 || !S_ISREG(object_info.st_mode))
-            continue;  /* e.g. `-o /dev/null` */
-        const char *bad = !valid_utf8(cwd) ? cwd : !valid_utf8(objects[index].source) ? objects[index].source
-                          : !valid_utf8(objects[index].path) ? objects[index].path : NULL;
-        for (int word = 0; !bad && word < prefix.count + flags.count; word++) {
-            const char *text = word < prefix.count ? prefix.items[word] : flags.items[word - prefix.count];
-            bad = valid_utf8(text) ? NULL : text;
-        }
-        if (bad) {  /* journal.NotUtf8Error: refused before it is written */
-            snprintf(failure, sizeof failure, "'%s' is not valid UTF-8, and the store records only UTF-8 paths and flags",
-                     bad);
-            failed = 1;
-            break;
-        }
-        char sha256[65];
-        if (put_blob(store, objects[index].path, sha256) != 0) {
-            failed = 1;
-            break;
-        }
-        unsigned char entry[8];
-        if (getrandom(entry, sizeof entry, 0) != (ssize_t)sizeof entry) {
-            fail("cannot draw an entry id for", objects[index].path);
-            failed = 1;
-            break;
-        }
-        char field[64];
-        snprintf(field, sizeof field, "[\"%02x%02x%02x%02x%02x%02x%02x%02x\", %ld.%06ld, ", entry[0], entry[1],
-                 entry[2], entry[3], entry[4], entry[5], entry[6], entry[7], (long)now.tv_sec, (long)now.tv_usec);
-        append(&lines, field, strlen(field));
-        append_json_string(&lines, cwd);
-        append(&lines, ", ", 2);
-        append_json_string(&lines, objects[index].source);
-        append(&lines, ", ", 2);
-        append_json_string(&lines, objects[index].path);
-        append(&lines, ", ", 2);
-        append_json_string(&lines, objects[index].language);
-        append(&lines, ", ", 2);
-        append_json_words(&lines, prefix.items, prefix.count);
-        append(&lines, ", ", 2);
-        append_json_words(&lines, flags.items, flags.count);
-        append(&lines, ", \"", 3);
-        append(&lines, sha256, 64);
-        append(&lines, "\"]\n", 3);
-    }
-    if (!failed && lines.size && append_journal(store, &lines) != 0)
-        failed = 1;
-    if (!failed)
-        return 0;
-    if (plain_on_error) {
-        fprintf(stderr, "%s: warning: not recorded in store %s: %s\n", program, store, failure);
-        return 0;
-    }
-    for (int index = 0; index < nobjects; index++)
-        if (regular_or_new(objects[index].path))
-            unlink(objects[index].path);  /* so that the next make retries the compile */
-    fprintf(stderr, "%s: error: could not record in store %s: %s\n", program, store, failure);
-    return 1;
+    return link_program(&plan);
 }
