@@ -408,10 +408,13 @@ def test_paths_with_any_bytes_are_journaled_alike(work: tuple[Path, dict[str, st
     assert sources == ["line\u2028sep.c"] * 2 + ["next\x85line.c"] * 2
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["cpu-sha-extensions-if-any", "portable"])
 @pytest.mark.parametrize("size", [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 100_003])
-def test_blob_names_are_the_sha256_of_the_object(size: int, work: tuple[Path, dict[str, str]]) -> None:
+def test_blob_names_are_the_sha256_of_the_object(size: int, portable: bool, work: tuple[Path, dict[str, str]]) -> None:
     folder, env = work
     env["FAKE_OBJECT_SIZE"] = str(size)
+    if portable:
+        env["BUILDHOOK_PORTABLE_SHA256"] = "1"
     run([str(NATIVE), "-c", "good.c", "-o", "fake.o"], env, cwd=folder)
     [(_, obj, sha256)] = compile_records(Path(env["BUILDHOOK_STORE"]))
     data = Path(obj).read_bytes()
