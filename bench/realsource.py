@@ -558,3 +558,20 @@ def dpkg_buildflags(tree: Path, *names: str, maint_options: str = "", ldflags_ap
     env = dict(os.environ, DEB_BUILD_MAINT_OPTIONS=maint_options, DEB_LDFLAGS_MAINT_APPEND=ldflags_append)
     return {name: subprocess.run(["dpkg-buildflags", "--get", name], cwd=tree, env=env, capture_output=True,
                                  text=True, check=True, timeout=60).stdout.strip() for name in names}
+
+
+# haproxy 2.6 from bookworm, as debian/rules builds it (its own Makefile, no configure): the
+# MAKEARGS that shape the code (install paths and docs left out), and the packager's flags.
+HAPROXY_MAKE_ARGS = ("TARGET=linux-glibc", "USE_PCRE2=1", "USE_PCRE2_JIT=1", "USE_OPENSSL=1", "USE_SLZ=1",
+                     "USE_LUA=1", "USE_PROMEX=1", "USE_OT=1", "USE_SYSTEMD=1", "LUA_INC=/usr/include/lua5.3",
+                     "IGNOREGIT=true")
+
+
+def haproxy_make_flags(tree: Path, extra_cflags: Sequence[str] = (), extra_ldflags: Sequence[str] = ()) -> list[str]:
+    """make's DEBUG_CFLAGS/LDFLAGS/VERSION/SUBVERS as debian/rules passes them, plus any extra flags."""
+    flags = dpkg_buildflags(tree, "CFLAGS", "CPPFLAGS", "LDFLAGS", maint_options="hardening=+all",
+                            ldflags_append="-Wl,--as-needed")
+    version = source_version(tree)
+    return [" ".join([f"DEBUG_CFLAGS={flags['CFLAGS']} {flags['CPPFLAGS']}", *extra_cflags]),
+            " ".join([f"LDFLAGS={flags['LDFLAGS']}", *extra_ldflags]),
+            f"VERSION={version.split('-')[0]}", f"SUBVERS=-{version.split('-', 1)[1]}"]

@@ -359,10 +359,7 @@ class Haproxy:
 
     name = "haproxy"
     tools = {"wrk": "wrk"}
-    # debian/rules' MAKEARGS that shape the code (install paths and docs left out).
-    make_args = ("TARGET=linux-glibc", "USE_PCRE2=1", "USE_PCRE2_JIT=1", "USE_OPENSSL=1", "USE_SLZ=1",
-                 "USE_LUA=1", "USE_PROMEX=1", "USE_OT=1", "USE_SYSTEMD=1", "LUA_INC=/usr/include/lua5.3",
-                 "IGNOREGIT=true")
+    make_args = realsource.HAPROXY_MAKE_ARGS
 
     def __init__(self, workdir: Path, keys: int) -> None:
         self.workdir, self.sessions = workdir, keys
@@ -374,19 +371,11 @@ class Haproxy:
         shaping = [arg for arg in self.make_args if arg.startswith(("TARGET=", "USE_"))]
         return "make " + " ".join(shaping) + " with dpkg-buildflags (hardening=+all)"
 
-    def _flags(self, tree: Path) -> list[str]:
-        """CFLAGS/CPPFLAGS/LDFLAGS as debian/rules passes them (DEBUG_CFLAGS, LDFLAGS)."""
-        flags = realsource.dpkg_buildflags(tree, "CFLAGS", "CPPFLAGS", "LDFLAGS", maint_options="hardening=+all",
-                                           ldflags_append="-Wl,--as-needed")
-        version = realsource.source_version(tree)
-        return [f"DEBUG_CFLAGS={flags['CFLAGS']} {flags['CPPFLAGS']}", f"LDFLAGS={flags['LDFLAGS']}",
-                f"VERSION={version.split('-')[0]}", f"SUBVERS=-{version.split('-', 1)[1]}"]
-
     def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
         self.rebuild(tree, env, jobs)
 
     def rebuild(self, tree: Path, env: dict[str, str], jobs: int) -> None:
-        realsource.run(["make", f"-j{jobs}", *self.make_args, f"CC={WRAPPER}", *self._flags(tree)],
+        realsource.run(["make", f"-j{jobs}", *self.make_args, f"CC={WRAPPER}", *realsource.haproxy_make_flags(tree)],
                        cwd=tree, env=env, timeout=1800)
 
     def binary(self, tree: Path) -> Path:

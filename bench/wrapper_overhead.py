@@ -20,14 +20,18 @@ time other processes of the machine took meanwhile ("others"): a shared
 2-core machine makes wall times swing, and rounds with others <= 5 % are
 reported separately ("quiet").
 
-Code bases: ``sample_project`` of this repository and memcached, fetched
-from Debian bookworm at run time by ``realsource.py`` and configured once
-per configuration the way debian/rules does (``dpkg-buildflags`` with
-hardening=+all, ``--enable-sasl --enable-tls``).  Only ``make -jN`` is
-timed; ``make clean`` and configure are outside the timed region.
+Code bases: ``sample_project`` of this repository, memcached and haproxy,
+fetched from Debian bookworm at run time by ``realsource.py`` and built the
+way debian/rules does (``dpkg-buildflags`` with hardening=+all; memcached
+configured once per configuration with ``--enable-sasl --enable-tls``,
+haproxy through its own Makefile with the package's USE_* options).  Only
+``make -jN`` is timed; ``make clean`` and configure are outside the timed
+region.
 
 Run with the Python of an environment where buildhook is installed
-(``pip install -e .``): ``python bench/wrapper_overhead.py [--runs 3]``.
+regularly (``pip install .``: an editable install starts Python more slowly
+for every command the wrapper hands over): ``python bench/wrapper_overhead.py
+[--runs 3]``.
 """
 
 from __future__ import annotations
@@ -249,6 +253,32 @@ class Memcached(CodeBase):
             args=[*MEMCACHED_CONFIGURE_ARGS, f"CPPFLAGS={flags['CPPFLAGS']}"], env=env)
         if seconds:
             self.log(f"  configured {config.tree_name} tree in {seconds:.1f}s")
+
+
+class Haproxy(CodeBase):
+    """haproxy from Debian bookworm, built as debian/rules does (its own Makefile, no configure)."""
+
+    name = "haproxy"
+
+    def __init__(self, workdir: Path, log) -> None:
+        self.workdir = workdir
+        self.source = realsource.fetch_source("haproxy", workdir, log=log)
+        realsource.install_build_deps("haproxy", self.source, log=log)
+        self.version = realsource.source_version(self.source)
+        shaping = [arg for arg in realsource.HAPROXY_MAKE_ARGS if arg.startswith(("TARGET=", "USE_"))]
+        self.flags_note = "make " + " ".join(shaping) + ", dpkg-buildflags (hardening=+all) as DEBUG_CFLAGS, LDFLAGS"
+
+    def tree(self, config: Config) -> Path:
+        return self.workdir / "haproxy" / config.tree_name
+
+    def prepare(self, config: Config, scratch: Path) -> None:
+        tree = realsource.copy_tree(self.source, self.tree(config))
+        (tree / "bench-maps").mkdir(exist_ok=True)
+
+    def build(self, config: Config, jobs: int, env: Mapping[str, str]) -> Timing:
+        make_args = [*realsource.HAPROXY_MAKE_ARGS, f"CC={config.cc}",
+                     *realsource.haproxy_make_flags(self.tree(config), config.extra_cflags, config.extra_ldflags)]
+        return Timing.of(realsource.build_timing(self.tree(config), jobs, env=env, make_args=make_args))
 
 
 def packager_flags(tree: Path) -> dict[str, str]:
@@ -553,7 +583,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="make -jN")
     parser.add_argument("--workdir", type=Path, default=realsource.DEFAULT_WORKDIR,
                         help="cache of sources and configured trees (default %(default)s)")
-    parser.add_argument("--only", choices=("sample", "memcached"), help="one code base only")
+    parser.add_argument("--only", choices=("sample", "memcached", "haproxy"), help="one code base only")
     parser.add_argument("--configs", default="ABCD",
                         help="which configurations to build (default ABCD; ABC skips the "
                              "warm-store run D, AB needs no buildhook-cc)")
@@ -592,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"skipping sample_project: {err}")
     if args.only in (None, "memcached"):
         codebases.append(Memcached(workdir, log))
+    if args.only in (None, "haproxy"):
+        codebases.append(Haproxy(workdir, log))
     for codebase in codebases:
         log(f"{codebase.name} {codebase.version}:")
         mapfile = str(codebase.tree(Config("B", "flags", "gcc")) / "bench-maps" / "%.map")

@@ -8,9 +8,12 @@ says *where* a single wrapper run spends its time, by switching parts off
   gcc + flags               the real compiler with the injected flags
   python -c pass            interpreter start-up (site, .pth files)
   python -c import main     + importing buildhook.wrap.main
-  BUILDHOOK_DISABLE=1       start-up + imports + exec of the real compiler
-  BUILDHOOK_RECORD=0        + parsing the command, running gcc as a child
-  full                      + hashing and recording in SQLite
+  BUILDHOOK_RECORD=0        parsing the command, running gcc as a child
+  full                      + hashing and recording (blob, journal line)
+
+``buildhook-cc`` is the native wrapper when the install built it
+(wrap/shim.c); the same commands through ``buildhook-cc-python``, the Python
+wrapper it hands other commands to, show what the native one saves.
 
 Each line gives the median and the minimum wall time of ``--n`` runs, in
 milliseconds (the minimum is the least disturbed by other load).  Run with
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["gcc", *flags, "-c", "t.c", "-o", "t.o"], cwd=work, check=True, timeout=60)
         compile_args, link_args = ["-c", "t.c", "-o", "t.o"], ["t.o", "-o", "t"]
         py = sys.executable
+        python_wrapper = shutil.which("buildhook-cc-python", path=str(bindir))
+        as_python = {"BUILDHOOK_SHIM_PROGRAM": "buildhook-cc"}
         lines = [
             ("compile: gcc + flags", ["gcc", *flags, *compile_args], {}),
             ("python -c pass", [py, "-c", "pass"], {}),
@@ -82,13 +87,15 @@ def main(argv: list[str] | None = None) -> int:
              [py, "-c", "import buildhook.wrap.main"], {}),
             ("  + buildhook.wrap.recording",
              [py, "-c", "import buildhook.wrap.main, buildhook.wrap.recording"], {}),
-            ("compile: BUILDHOOK_DISABLE=1", [wrapper, *compile_args], {"BUILDHOOK_DISABLE": "1"}),
             ("compile: BUILDHOOK_RECORD=0", [wrapper, *compile_args], {"BUILDHOOK_RECORD": "0"}),
             ("compile: full", [wrapper, *compile_args], {}),
             ("link: gcc + flags", ["gcc", *link_flags, *link_args], {}),
             ("link: BUILDHOOK_RECORD=0", [wrapper, *link_args], {"BUILDHOOK_RECORD": "0"}),
             ("link: full", [wrapper, *link_args], {}),
         ]
+        if python_wrapper:
+            lines += [("compile: full, buildhook-cc-python", [python_wrapper, *compile_args], as_python),
+                      ("link: full, buildhook-cc-python", [python_wrapper, *link_args], as_python)]
         print(f"buildhook-cc {wrapper}  (python {py}"
               + (", PYTHONDONTWRITEBYTECODE set" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "")
               + f"; {args.n} runs each)")
