@@ -567,6 +567,12 @@ HAPROXY_MAKE_ARGS = ("TARGET=linux-glibc", "USE_PCRE2=1", "USE_PCRE2_JIT=1", "US
                      "IGNOREGIT=true")
 
 
+def haproxy_description() -> str:
+    """How haproxy is built, in one line for a report."""
+    shaping = [arg for arg in HAPROXY_MAKE_ARGS if arg.startswith(("TARGET=", "USE_"))]
+    return "make " + " ".join(shaping) + " with dpkg-buildflags (hardening=+all) as DEBUG_CFLAGS, LDFLAGS"
+
+
 def haproxy_make_flags(tree: Path, extra_cflags: Sequence[str] = (), extra_ldflags: Sequence[str] = ()) -> list[str]:
     """make's DEBUG_CFLAGS/LDFLAGS/VERSION/SUBVERS as debian/rules passes them, plus any extra flags."""
     flags = dpkg_buildflags(tree, "CFLAGS", "CPPFLAGS", "LDFLAGS", maint_options="hardening=+all",

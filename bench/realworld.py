@@ -368,8 +368,7 @@ class Haproxy:
         self.socket = workdir / "haproxy-admin.sock"
 
     def describe(self) -> str:
-        shaping = [arg for arg in self.make_args if arg.startswith(("TARGET=", "USE_"))]
-        return "make " + " ".join(shaping) + " with dpkg-buildflags (hardening=+all)"
+        return realsource.haproxy_description()
 
     def build(self, tree: Path, env: dict[str, str], jobs: int) -> None:
         self.rebuild(tree, env, jobs)

@@ -265,8 +265,7 @@ class Haproxy(CodeBase):
         self.source = realsource.fetch_source("haproxy", workdir, log=log)
         realsource.install_build_deps("haproxy", self.source, log=log)
         self.version = realsource.source_version(self.source)
-        shaping = [arg for arg in realsource.HAPROXY_MAKE_ARGS if arg.startswith(("TARGET=", "USE_"))]
-        self.flags_note = "make " + " ".join(shaping) + ", dpkg-buildflags (hardening=+all) as DEBUG_CFLAGS, LDFLAGS"
+        self.flags_note = realsource.haproxy_description()
 
     def tree(self, config: Config) -> Path:
         return self.workdir / "haproxy" / config.tree_name

@@ -139,7 +139,14 @@ class RecordDatabase:
     # -- writing ---------------------------------------------------------
 
     def _insert_journal_rows(self, rows: list[list[object]]) -> None:
-        """Insert compile records from the journal (see journal.py); repeats are ignored."""
+        """Insert compile records from the journal (see journal.py); repeats are ignored.
+
+        A line no database can hold (not UTF-8: written before append_compiles refused such rows)
+        is dropped rather than left to fail every fold after it.
+        """
+        from buildhook.store.journal import undecodable
+
+        rows = [row for row in rows if undecodable(tuple(row[1:])) is None]  # type: ignore[arg-type]
         with self.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO compiles (entry, time, cwd, source, object, language, compiler, flags, sha256)"

@@ -52,7 +52,7 @@ class NotUtf8Error(ValueError):
     """A path or word of a compile is not valid UTF-8: SQLite, and so the store, cannot hold it."""
 
 
-def _undecodable(row: CompileRow) -> str | None:
+def undecodable(row: CompileRow) -> str | None:
     """The first text of *row* that is not valid UTF-8 (os.fsdecode left surrogates in it), if any."""
     _when, cwd, source, obj, language, compiler, flags, _sha256 = row
     for text in (cwd, source, obj, language, *compiler, *flags):
@@ -70,7 +70,7 @@ def append_compiles(store_root: str, rows: list[CompileRow]) -> None:
     once in the journal it would make every later fold fail.
     """
     for row in rows:
-        bad = _undecodable(row)
+        bad = undecodable(row)
         if bad is not None:
             raise NotUtf8Error(f"{bad!r} is not valid UTF-8, and the store records only UTF-8 paths and flags")
     data = "".join(_encode_row(row) for row in rows).encode("utf-8")
@@ -111,10 +111,6 @@ def drain(store_root: str, insert: Callable[[list[list[object]]], None], name: s
 
         # Only "\n" ends a line: str.splitlines would also cut at U+2028 or U+0085 in a path.
         rows = [json.loads(line) for line in text.split("\n")[:-1]]
-        if name == JOURNAL_NAME:
-            # A line no database can hold (not UTF-8: written before append_compiles refused such rows)
-            # is dropped rather than left to fail every fold after it.
-            rows = [row for row in rows if _undecodable(tuple(row[1:])) is None]
         insert(rows)
         os.ftruncate(fd, 0)
         return len(rows)

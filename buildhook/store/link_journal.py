@@ -31,10 +31,6 @@ LINK_JOURNAL_NAME = "links.journal"
 RELEASED_LIST_NAME = "released.list"
 
 
-class LinkJournalError(Exception):
-    """A journaled link cannot become a record (its blobs are gone or corrupt)."""
-
-
 def link_from_line(store: Store, row: list[object]) -> LinkRecord:
     """The link record one journal line stands for."""
     from buildhook.elf.buildid import build_id_of_bytes

@@ -228,7 +228,11 @@ static char *store_path(const char *cwd) {
 
 static char own_path[PATH_MAX];
 
-static char *which(const char *name) {
+static int is_buildhook(const char *word);
+
+/* The first executable *name* on PATH (invocation.which), or with *not_buildhook* the first that is
+   not buildhook itself (invocation._find_on_path); NULL when there is none. */
+static char *path_search(const char *name, int not_buildhook) {
     const char *path = getenv("PATH");
     if (!path)
         path = "/bin:/usr/bin";  /* os.defpath */
@@ -243,7 +247,7 @@ static char *which(const char *name) {
             candidate[0] = '.', size = 1;
         candidate[size] = '/';
         memcpy(candidate + size + 1, name, name_size + 1);
-        if (is_executable_file(candidate))
+        if (is_executable_file(candidate) && !(not_buildhook && is_buildhook(candidate)))
             return candidate;
         free(candidate);
         if (!*end)
@@ -259,7 +263,7 @@ static int named_like_buildhook(const char *path) {
 
 /* invocation.is_buildhook: a name or path that resolves to a buildhook wrapper. */
 static int is_buildhook(const char *word) {
-    char *located = strchr(word, '/') ? joined(word, "") : which(word);
+    char *located = strchr(word, '/') ? joined(word, "") : path_search(word, 0);
     if (!located)
         return named_like_buildhook(word);
     char real[PATH_MAX];
@@ -305,7 +309,7 @@ static int looks_like_program(const char *word) {
         return 0;
     if (strchr(word, '/'))
         return is_executable_file(word);
-    char *found = which(word);
+    char *found = path_search(word, 0);
     free(found);
     return found != NULL;
 }
@@ -354,27 +358,10 @@ static int resolve_invocation(int argc, char **argv, const char *language, struc
             if (!prefix->count)
                 return 0;
         } else {
-            const char *name = strcmp(language, "c++") == 0 ? "c++" : "cc";
-            const char *path = getenv("PATH");
-            if (!path)
-                path = "/bin:/usr/bin";
-            for (const char *cursor = path;; cursor++) {
-                const char *end = strchrnul(cursor, ':');
-                size_t size = (size_t)(end - cursor);
-                char *folder = size ? strndup(cursor, size) : strdup(".");
-                char *with_slash = joined(folder, "/");
-                char *candidate = joined(with_slash, name);
-                free(folder);
-                free(with_slash);
-                if (is_executable_file(candidate) && !is_buildhook(candidate)) {
-                    push(prefix, candidate);
-                    break;
-                }
-                free(candidate);
-                if (!*end)
-                    return 0;  /* none: Python explains */
-                cursor = end;
-            }
+            char *compiler = path_search(strcmp(language, "c++") == 0 ? "c++" : "cc", 1);
+            if (!compiler)
+                return 0;  /* none: Python explains */
+            push(prefix, compiler);
         }
     }
     for (; first < argc; first++)
