@@ -224,6 +224,18 @@ class CodeBase:
         return Timing.of(realsource.build_timing(self.tree(config), jobs, env=env))
 
 
+def make_map_folders(tree: Path) -> None:
+    """``bench-maps`` with a folder for each folder of *tree*: B's ``-Wl,-Map=bench-maps/%.map``
+    puts the map of ``dev/flags/flags`` (haproxy) at ``bench-maps/dev/flags/flags.map``, and ld
+    creates no folders."""
+    maps = tree / "bench-maps"
+    maps.mkdir(exist_ok=True)
+    for folder, names, _ in os.walk(tree):
+        names[:] = [name for name in names if name not in ("bench-maps", ".git")]
+        for name in names:
+            (maps / Path(folder).relative_to(tree) / name).mkdir(parents=True, exist_ok=True)
+
+
 class Memcached(CodeBase):
     """memcached from Debian bookworm, one configured copy per configuration."""
 
@@ -243,7 +255,7 @@ class Memcached(CodeBase):
 
     def prepare(self, config: Config, scratch: Path) -> None:
         tree = realsource.copy_tree(self.source, self.tree(config))
-        (tree / "bench-maps").mkdir(exist_ok=True)
+        make_map_folders(tree)
         flags = packager_flags(tree)
         cflags = " ".join([flags["CFLAGS"], *map(shlex.quote, config.extra_cflags)])
         ldflags = " ".join([flags["LDFLAGS"], *map(shlex.quote, config.extra_ldflags)])
@@ -272,7 +284,7 @@ class Haproxy(CodeBase):
 
     def prepare(self, config: Config, scratch: Path) -> None:
         tree = realsource.copy_tree(self.source, self.tree(config))
-        (tree / "bench-maps").mkdir(exist_ok=True)
+        make_map_folders(tree)
 
     def build(self, config: Config, jobs: int, env: Mapping[str, str]) -> Timing:
         make_args = [*realsource.HAPROXY_MAKE_ARGS, f"CC={config.cc}",
@@ -324,7 +336,7 @@ class SampleProject(CodeBase):
         if tree.exists():
             shutil.rmtree(tree)
         shutil.copytree(SAMPLE_PROJECT, tree, symlinks=True)
-        (tree / "bench-maps").mkdir(exist_ok=True)
+        make_map_folders(tree)
 
     def build(self, config: Config, jobs: int, env: Mapping[str, str]) -> Timing:
         make_args = [f"CC={config.cc}"]
