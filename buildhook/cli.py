@@ -299,6 +299,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(keep=args.keep)
 
 
+APPLIER_COMMANDS = ("apply", "revert", "status")  # run by buildhook.apply.cli
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="buildhook", description="Hot patches as a by-product of the build.")
     parser.add_argument("--version", action="version", version=f"buildhook {__version__}")
@@ -375,9 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] and words[0] in APPLIER_COMMANDS:
+        from buildhook.apply.scheduling import step_aside
+
+        step_aside()  # before the imports of the applier: they are a good part of its CPU
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("apply", "revert", "status"):
+    if args.command in APPLIER_COMMANDS:
         from buildhook.apply.cli import dispatch
 
         return dispatch(args, "buildhook")

@@ -4,6 +4,7 @@ while its registers and stack are exactly the probe's.  Every process a test sta
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -50,6 +51,14 @@ def test_apply_and_revert_stop_natively_and_the_python_pause_still_works(tmp_pat
             assert ask_banner(program) == "syscalls v2"
             [reverted] = json.loads(buildhook(["revert", "--pid", str(pid), "--json"], env).stdout)
             assert reverted["stop"] == path
+            for done in (report, reverted):
+                phases = done["pause_phases_us"]
+                if path == "python":
+                    assert phases == {}
+                    continue
+                assert list(phases) == ["interrupt", "wait", "check", "write", "detach"], phases
+                assert all(us >= 0 for us in phases.values())
+                assert abs(sum(phases.values()) - done["pause_us"]) < 1, (phases, done["pause_us"])
             assert ask_banner(program) == "syscalls v1", "an EINTR line would show up here instead"
     finally:
         program.stop()
@@ -132,6 +141,81 @@ def test_a_probe_stands_only_for_the_same_registers_and_the_same_stack(tmp_path:
         stale = native.Probe(first.registers[pid], start, bytes(changed))
         assert pause(busy, {pid: stale}).verdicts[pid] == native.STACK_HIT
         group.resume_all()
+    finally:
+        group.detach_all()
+        memory.close()
+        program.stop()
+
+
+def _seized_stopped_maps(pid: int) -> list[tuple[int, int]]:
+    return [(int(a, 16), int(b, 16)) for a, b in
+            (line.split()[0].split("-") for line in Path(f"/proc/{pid}/maps").read_text().splitlines())]
+
+
+def test_a_thread_the_pause_was_not_given_is_found_with_and_without_the_open_task_folder(tmp_path: Path) -> None:
+    """The task list is read again once every thread has stopped: a thread nobody seized (as one started
+    after the seizing) makes the call HELD with new_threads, through the folder opened before the pause and
+    through its path; seized again, it is found no more."""
+    program = start_program("syscalls", tmp_path)
+    pid = program.process.pid
+    group = ThreadGroup(pid)
+    memory = ptrace.ProcessMemory(pid)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        group.seize_all()
+        other = max(group.seized)
+        assert other != pid
+        group.stop(other)
+        ptrace.detach(other)
+        group.forget(other)  # as if it had started after seize_all
+        maps = _seized_stopped_maps(pid)
+        for scratch in (native.Scratch(pid, {}, len(group.seized)), None):
+            stopped = native.pause(group, memory, pid, [], [], maps, [], {}, 0.5, True, scratch)
+            assert stopped.result == native.HELD and stopped.new_threads, stopped
+            assert other not in stopped.registers
+            group.resume_all()
+            if scratch is not None:
+                scratch.close()
+        group.seize_all()
+        assert other in group.seized
+        with native.Scratch(pid, {}, len(group.seized)) as scratch:
+            stopped = native.pause(group, memory, pid, [], [], maps, None, {}, 0.5, True, scratch)
+        assert stopped.result == native.HELD and not stopped.new_threads
+        assert set(stopped.registers) == group.seized
+        group.resume_all()
+    finally:
+        group.detach_all()
+        memory.close()
+        program.stop()
+
+
+def test_stacks_larger_than_the_prepared_buffer_are_still_read_whole(tmp_path: Path) -> None:
+    """The stacks go into the buffer touched before the pause when they fit, and into one of the call's
+    own when not: the same stack word is found in a busy range either way, and without a buffer."""
+    program = start_program("syscalls", tmp_path)
+    pid = program.process.pid
+    group = ThreadGroup(pid)
+    memory = ptrace.ProcessMemory(pid)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        wait_blocked_in_read(pid)
+        group.seize_all()
+        maps = _seized_stopped_maps(pid)
+        first = native.pause(group, memory, pid, [], [], maps, None, {}, 0.5, True)
+        start, size = first.stacks[pid]
+        [stack] = ptrace.read_ranges(pid, [(start, size)])
+        group.resume_all()
+        offset, word = next((offset, value) for offset in range(size - 8, -1, -8)
+                            if (value := int.from_bytes(stack[offset:offset + 8], "little")) > 0x10000)
+        small = native.Scratch(pid, {}, 1)
+        small.stack_buffer = ctypes.create_string_buffer(16)  # smaller than any live stack
+        for scratch in (native.Scratch(pid, {}, len(group.seized)), small, None):
+            stopped = native.pause(group, memory, pid, [(word, word + 1)], [], maps, None, {}, 0.5, True, scratch)
+            assert stopped.verdicts[pid] == native.STACK_HIT
+            assert stopped.stacks[pid] == (start, size)
+            group.resume_all()
+            if scratch is not None:
+                scratch.close()
     finally:
         group.detach_all()
         memory.close()

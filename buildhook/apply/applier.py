@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, TypeVar
 
-from buildhook.apply import frames, gates, native, ptrace
+from buildhook.apply import frames, gates, native, ptrace, scheduling
 from buildhook.apply.datachange import (
     HOOK_TIMEOUT_S,
     HookFailed,
@@ -150,11 +150,13 @@ class ApplyReport:
     hooks: list[dict[str, object]] = field(default_factory=list)       # what each hook returned, how long it ran
     migrations: list[dict[str, object]] = field(default_factory=list)  # what became of each migrated variable
     stop: str = ""  # how the world was stopped: "native", "native+python" (a thread looked at precisely), "python"
+    pause_phases_us: dict[str, float] = field(default_factory=dict)  # the pause by phase, in order (native stops)
 
     def to_json(self) -> dict[str, object]:
         return {"pid": self.pid, "result": self.result, "patch_id": self.patch_id, "functions": self.functions,
                 "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries,
-                "stop": self.stop, "hooks": self.hooks, "migrations": self.migrations}
+                "stop": self.stop, "pause_phases_us": {name: round(us, 1) for name, us in self.pause_phases_us.items()},
+                "hooks": self.hooks, "migrations": self.migrations}
 
 
 class _Session:
@@ -818,8 +820,8 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
             if any(m.kind == "transform" for m in _moved(members)):  # a transform may allocate: no thread
                 busy += frames.allocator_code(mapped_objects(pid)).ranges  # may be inside the allocator
             migrated: list[dict[str, object]] = []
-            pause_us, retries, stop = _commit(session, busy, timeout, _commit_writes(session.memory, members),
-                                              _migrate_in_stop(session, members, migrated))
+            committed, retries = _commit(session, busy, timeout, _commit_writes(session.memory, members),
+                                         _migrate_in_stop(session, members, migrated))
         except BaseException:
             if created and session.memory.read(members[0].control, 1) != bytes([gates.COMMITTED]):
                 session.group.detach_all()  # not committed: nothing runs these regions; take them away
@@ -838,9 +840,9 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
             raise ApplyRefused(f"{exc}; the patch was reverted (the old code runs again)") from exc
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "applied", member.patch.patch_id,
-                            [gate.name for gate in member.planned if gate.kind == "replaced"], pause_us, total_ms,
-                            retries, *((hooks, migrated) if member is members[0] else ([], [])),
-                            stop=stop)
+                            [gate.name for gate in member.planned if gate.kind == "replaced"], committed.pause_us,
+                            total_ms, retries, *((hooks, migrated) if member is members[0] else ([], [])),
+                            stop=committed.path, pause_phases_us=committed.phases)
                 for member in members]
     finally:
         session.close()
@@ -979,11 +981,11 @@ def _members(patches: list[tuple[PatchObject, str]], pid: int) -> list[_Member]:
 
 def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: list[tuple[int, bytes]],
             in_stop: Callable[[dict[int, ptrace.Registers], dict[int, tuple[int, int]]], None] | None = None) \
-        -> tuple[float, int, str]:
+        -> tuple[_Committed, int]:
     """Stop the world until it is safe, then make the *writes* (in order) and let every thread go (detached).
 
-    Returns (pause in µs, retries, how the world was stopped: "native",
-    "native+python" or "python"); raises ApplyRefused, naming the busy
+    Returns (the pause: µs, how the world was stopped ("native",
+    "native+python" or "python") and its phases; retries); raises ApplyRefused, naming the busy
     functions and threads, when it is still not safe after *timeout*.
     Everything the check needs is prepared before the stop: the unwind
     tables, the map index, the busy ranges, the probes.  *in_stop* runs
@@ -1000,24 +1002,29 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: li
     ranges = RangeSet(busy)
     session.group.seize_all()
     fast = native.library() is not None
-    stop = _Stop(session, ranges, frames, maps, _probe_threads(session, ranges, frames, maps) if fast else {},
-                 writes, in_stop, fast, time.monotonic() + timeout, timeout)
-    retries = 0
-    while True:
-        outcome = stop.attempt()
-        if isinstance(outcome, _Committed):
-            return outcome.pause_us, retries, outcome.path
-        retries += 1
-        if outcome is None:  # a thread would not stop: the others went on
-            time.sleep(_after_late_stop())
-            continue
-        found, held = outcome
-        _wait_for_a_change(session.pid, found, stop.deadline, held)
+    probes = _probe_threads(session, ranges, frames, maps) if fast else {}
+    with contextlib.ExitStack() as scope:
+        scratch = scope.enter_context(native.Scratch(session.pid, probes, len(session.group.seized))) if fast \
+            else None
+        stop = _Stop(session, ranges, frames, maps, probes, writes, in_stop, fast, time.monotonic() + timeout,
+                     timeout, scratch)
+        retries = 0
+        while True:
+            outcome = stop.attempt()
+            if isinstance(outcome, _Committed):
+                return outcome, retries
+            retries += 1
+            if outcome is None:  # a thread would not stop: the others went on
+                time.sleep(_after_late_stop())
+                continue
+            found, held = outcome
+            _wait_for_a_change(session.pid, found, stop.deadline, held)
 
 
 class _Committed(NamedTuple):
     pause_us: float
     path: str  # "native", "native+python", "python"
+    phases: dict[str, float]  # µs by phase, in order (native.Stopped.phases; "python": the precise look)
 
 
 @dataclass
@@ -1034,6 +1041,8 @@ class _Stop:
     fast: bool  # the native pause
     deadline: float
     timeout: float
+    scratch: native.Scratch | None  # with the native pause
+    phases: dict[str, float] = field(default_factory=dict)  # of the last native call
 
     def attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
         """Committed; or (busy threads, seconds held) when the world went on because of them; or None
@@ -1043,10 +1052,11 @@ class _Stop:
             if self.fast:
                 one_call = self.in_stop is None and self.frames.switches_stacks is None
                 stopped = _stop_native(session, self.ranges, self.frames, self.maps, self.probes,
-                                       self.writes if one_call else None)
+                                       self.writes if one_call else None, self.scratch)
                 first_stop = stopped.started_ns
+                self.phases = stopped.phases
                 if stopped.result == native.COMMITTED:
-                    return _Committed((stopped.ended_ns - first_stop) / 1000, "native")
+                    return _Committed((stopped.ended_ns - first_stop) / 1000, "native", stopped.phases)
                 registers, stacks = stopped.registers, stopped.stacks
                 unclear = set(stopped.unclear())
             else:
@@ -1088,13 +1098,15 @@ class _Stop:
             except BaseException:
                 session.group.resume_all()
                 raise
-        if self.fast:
-            _commit_native(session, self.writes)
-        else:
+        if not self.fast:
             for address, data in self.writes:
                 session.memory.write(address, data)
             session.group.detach_all()
-        return _Committed((time.perf_counter_ns() - first_stop) / 1000, "native+python" if self.fast else "python")
+            return _Committed((time.perf_counter_ns() - first_stop) / 1000, "python", {})
+        done = _commit_native(session, self.writes)
+        looked = (done.started_ns - first_stop) / 1000 - sum(self.phases.values())
+        return _Committed((done.ended_ns - first_stop) / 1000, "native+python",
+                          {**self.phases, "python": looked, **done.phases})
 
 
 @contextlib.contextmanager
@@ -1109,27 +1121,23 @@ def _precedence() -> Iterator[None]:
     then kept from nothing, whereas while they are still on their way to
     the stop, an applier woken at real-time priority by each one takes the
     CPU another needs (the pause of an idle kvd grew by a quarter so).
-    pause.c does the same in C around its own check and commit.  Without
+    pause.c does the same in C around its own check and commit, and from
+    its first interrupt when the machine has no CPU to spare (scheduling.py
+    says why the two cases differ).  Without
     the right to (not root, no RLIMIT_RTPRIO) the applier runs as it is.
     """
-    try:
-        before = os.sched_getscheduler(0), os.sched_getparam(0)
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    except OSError:
+    with scheduling.precedence():
         yield
-        return
-    try:
-        yield
-    finally:
-        os.sched_setscheduler(0, before[0], before[1])
 
 
 def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrames, maps: MapIndex,
-                 probes: dict[int, native.Probe], writes: list[tuple[int, bytes]] | None) -> native.Stopped:
+                 probes: dict[int, native.Probe], writes: list[tuple[int, bytes]] | None,
+                 scratch: native.Scratch | None) -> native.Stopped:
     """The native pause: every thread stopped and checked, committed and detached when all are clean.
 
     A thread started meanwhile is seized and the call made again (the
-    others stay stopped; the pause counts from the first call).  Raises
+    others stay stopped; the pause counts from the first call, the calls
+    before the last are its phase "new threads").  Raises
     ThreadWontStop (every other thread let go) as ThreadGroup.stop_all does.
     """
     group = session.group
@@ -1139,8 +1147,10 @@ def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrame
         stopped = native.pause(group, session.memory, memory_pid(session.pid),
                                [(item.start, item.end) for item in ranges.ranges], sorted(module_frames.restorers),
                                [(item.start, item.end) for item in maps.maps], writes, probes, STOP_BUDGET_S,
-                               use_sigchld)
+                               use_sigchld, scratch, scheduling.no_cpu_to_spare())
         first = stopped.started_ns if first is None else first
+        if stopped.started_ns != first:
+            stopped.phases = {"new threads": (stopped.started_ns - first) / 1000, **stopped.phases}
         stopped.started_ns = first
         if stopped.result == native.LATE:
             if group.drop_exited_leader(stopped.late):
@@ -1160,7 +1170,7 @@ def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrame
         return stopped
 
 
-def _commit_native(session: _Session, writes: list[tuple[int, bytes]]) -> None:
+def _commit_native(session: _Session, writes: list[tuple[int, bytes]]) -> native.Stopped:
     """The writes and the detaches of a world held and found clean here, at C speed; a failed write
     raises as the Python pause's does (the world still stopped, session.close lets it go)."""
     done = native.commit(session.group, session.memory, writes)
@@ -1168,6 +1178,7 @@ def _commit_native(session: _Session, writes: list[tuple[int, bytes]]) -> None:
         raise ptrace.PtraceError(f"writing process {session.pid} in the pause (write {done.failed_write}): "
                                  f"{os.strerror(done.error)}", done.error)
     session.group.detach_all()  # nothing is stopped now: a thread the commit did not know (none) is let go
+    return done
 
 
 def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFrames,
@@ -1290,15 +1301,16 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
             for old, new, size in moved_back:
                 memory.write(old, memory.read(new, size))
 
-        pause_us, retries, stop = _commit(session, busy, timeout, writes, copy_back if moved_back else None)
+        committed, retries = _commit(session, busy, timeout, writes, copy_back if moved_back else None)
         _remove_leftovers(session, leftovers)
         try:
             hooks += _run_recorded_hooks(session, members, "post_revert")
         except ApplyRefused as exc:
             raise ApplyRefused(f"{exc}; the revert itself is done (the old code runs)") from exc
         total_ms = (time.perf_counter() - started) * 1000
-        return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions], pause_us,
-                            total_ms, retries, hooks, stop=stop) for patch in members]
+        return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions],
+                            committed.pause_us, total_ms, retries, hooks, stop=committed.path,
+                            pause_phases_us=committed.phases) for patch in members]
     finally:
         session.close()
 

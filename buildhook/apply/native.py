@@ -15,19 +15,21 @@ stopped, what signal each thread holds and which interrupts are pending.
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
 import importlib.resources
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from buildhook.apply import ptrace
 from buildhook.apply.threads import ThreadGroup
 
-ABI = 1
+ABI = 2
 LIBRARY = "libbuildhook-pause.so.1"  # setup.py builds it under this name
 RUNNING, STOPPED, GONE = 0, 1, 2
 UNCHECKED, CLEAN, PROBED, BUSY_PC, STACK_HIT, SIGNAL_FRAME, UNMAPPED, UNREADABLE = range(8)
 COMMITTED, HELD, LATE, ERROR = range(4)
+MARKS = 4  # pause.c's BH_MARKS: interrupted, stopped, checked, written
+STACK_RESERVE = 64 * 1024  # stack bytes set aside per thread beyond its probe's (as bench/ptrace_floor.c)
 NREGS = len(ptrace.REGISTER_NAMES)
 
 
@@ -46,8 +48,11 @@ class _Pause(ctypes.Structure):
                 ("nranges", ctypes.c_int32), ("nrestorers", ctypes.c_int32), ("nmaps", ctypes.c_int32),
                 ("nwrites", ctypes.c_int32), ("use_sigchld", ctypes.c_int32), ("result", ctypes.c_int32),
                 ("new_threads", ctypes.c_int32), ("error", ctypes.c_int32), ("failed_write", ctypes.c_int32),
-                ("late", ctypes.c_int32), ("budget_ns", ctypes.c_int64), ("started_ns", ctypes.c_int64),
-                ("ended_ns", ctypes.c_int64), ("threads", ctypes.POINTER(_Thread)),
+                ("late", ctypes.c_int32), ("task_fd", ctypes.c_int32), ("precedence_early", ctypes.c_int32),
+                ("budget_ns", ctypes.c_int64), ("started_ns", ctypes.c_int64),
+                ("ended_ns", ctypes.c_int64), ("marks", ctypes.c_int64 * MARKS),
+                ("stack_buffer", ctypes.c_void_p), ("stack_buffer_size", ctypes.c_uint64),
+                ("threads", ctypes.POINTER(_Thread)),
                 ("known", ctypes.POINTER(ctypes.c_int32)), ("ranges", ctypes.POINTER(ctypes.c_uint64)),
                 ("restorers", ctypes.POINTER(ctypes.c_uint64)), ("maps", ctypes.POINTER(ctypes.c_uint64)),
                 ("write_address", ctypes.POINTER(ctypes.c_uint64)), ("write_size", ctypes.POINTER(ctypes.c_uint64)),
@@ -57,24 +62,29 @@ class _Pause(ctypes.Structure):
 _library: ctypes.CDLL | None | bool = False  # False: not looked for yet
 
 
-def _candidates() -> list:
+def _candidates() -> Iterator:
     """The library beside this module (a file, or a zipapp member), then the installed distribution's:
     a source checkout imported ahead of its own regular install (``python -m pytest`` in the checkout,
-    as CI runs it) has no build of its own, and the install's is the same file, checked by ABI."""
+    as CI runs it) has no build of its own, and the install's is the same file, checked by ABI.  A
+    generator: the distributions (importlib.metadata, a fifth of the applier's imports) are looked
+    at only when the library beside this module is not there or not usable."""
     found = []
     try:
         found += [item for item in importlib.resources.files("buildhook.apply").iterdir() if item.name == LIBRARY]
     except (OSError, ModuleNotFoundError):
         pass
+    yield from found
+    from importlib import metadata
+
     try:  # every distribution of that name: the checkout's own egg-info comes first, and has no build
-        for distribution in importlib.metadata.distributions(name="buildhook"):
+        for distribution in metadata.distributions(name="buildhook"):
             installed = distribution.locate_file(f"buildhook/apply/{LIBRARY}")
             if os.path.isabs(installed) and os.path.isfile(installed) and not any(
                     os.path.samefile(item, installed) for item in found if isinstance(item, os.PathLike)):
                 found.append(installed)
+                yield installed
     except (TypeError, OSError):
         pass
-    return found
 
 
 def _load() -> ctypes.CDLL | None:
@@ -135,14 +145,47 @@ class Probe:
     data: bytes
 
 
+class Scratch:
+    """What every pause of one commit reuses, made before the first: the stack buffer, allocated and
+    touched here (a fresh applier would otherwise take a page fault per page of stack inside the
+    pause), and /proc/PID/task open (the pause lists it again without allocating).  A context
+    manager: the folder is closed after the commit."""
+
+    def __init__(self, pid: int, probes: dict[int, Probe], threads: int) -> None:
+        size = sum(len(probe.data) for probe in probes.values()) + STACK_RESERVE * max(1, threads)
+        self.stack_buffer = ctypes.create_string_buffer(size)  # zero-filled: every page touched
+        try:
+            self.task_fd = os.open(f"/proc/{pid}/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            self.task_fd = -1  # the pause reads the folder by its path (and learns the process is gone)
+
+    def close(self) -> None:
+        if self.task_fd >= 0:
+            os.close(self.task_fd)
+            self.task_fd = -1
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+# The phases of each entry, in order, each with the mark that ends it (pause.c's BH_MARK_*; None: ended_ns).
+PAUSE_PHASES = (("interrupt", 0), ("wait", 1), ("check", 2), ("write", 3), ("detach", None))
+COMMIT_PHASES = (("write", 3), ("detach", None))
+
+
 @dataclass
 class Stopped:
     """What one native call found: the result, when the pause began (perf_counter ns) and ended,
-    and per stopped thread its registers, live stack and verdict."""
+    how long each phase reached took (µs, in order), and per stopped thread its registers, live
+    stack and verdict."""
 
     result: int
     started_ns: int
     ended_ns: int
+    phases: dict[str, float]
     new_threads: bool
     registers: dict[int, ptrace.Registers]
     stacks: dict[int, tuple[int, int]]
@@ -162,25 +205,26 @@ def _array(kind: type, values: list[int]) -> ctypes.Array:
 
 def pause(group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int, ranges: list[tuple[int, int]],
           restorers: list[int], maps: list[tuple[int, int]], writes: list[tuple[int, bytes]] | None,
-          probes: dict[int, Probe], budget: float, use_sigchld: bool) -> Stopped:
+          probes: dict[int, Probe], budget: float, use_sigchld: bool, scratch: Scratch | None = None,
+          precedence_early: bool = False) -> Stopped:
     """Stop every seized thread, check each, and (*writes* given, every thread clean) commit and detach.
 
     *ranges* and *maps* are sorted, disjoint [start, end) pairs.  The
     group's account is brought up to date whatever the result.
     """
     return _call("bh_pause", group, memory, memory_pid, ranges, restorers, maps, writes, probes, budget,
-                 use_sigchld)
+                 use_sigchld, scratch, precedence_early)
 
 
 def commit(group: ThreadGroup, memory: ptrace.ProcessMemory, writes: list[tuple[int, bytes]]) -> Stopped:
     """Make the *writes* and detach every stopped thread of a world Python holds and found clean."""
-    return _call("bh_commit", group, memory, group.pid, [], [], [], writes, {}, 0.0, False)
+    return _call("bh_commit", group, memory, group.pid, [], [], [], writes, {}, 0.0, False, None, False)
 
 
 def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int,
           ranges: list[tuple[int, int]], restorers: list[int], maps: list[tuple[int, int]],
           writes: list[tuple[int, bytes]] | None, probes: dict[int, Probe], budget: float,
-          use_sigchld: bool) -> Stopped:
+          use_sigchld: bool, scratch: Scratch | None, precedence_early: bool) -> Stopped:
     native = library()
     assert native is not None
     tids = sorted(group.seized)
@@ -206,12 +250,32 @@ def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_p
                   maps=_array(ctypes.c_uint64, flat_maps),
                   write_address=_array(ctypes.c_uint64, [address for address, _ in writes or []]),
                   write_size=_array(ctypes.c_uint64, [len(data) for _, data in writes or []]),
-                  write_data=b"".join(data for _, data in writes or []))
+                  write_data=b"".join(data for _, data in writes or []),
+                  task_fd=scratch.task_fd if scratch else -1, precedence_early=int(precedence_early),
+                  stack_buffer=ctypes.cast(scratch.stack_buffer, ctypes.c_void_p) if scratch else None,
+                  stack_buffer_size=len(scratch.stack_buffer) if scratch else 0)
     getattr(native, entry)(ctypes.byref(args))
-    return _account(group, args, threads, tids)
+    return _account(group, args, threads, tids, PAUSE_PHASES if entry == "bh_pause" else COMMIT_PHASES)
 
 
-def _account(group: ThreadGroup, args: _Pause, threads: ctypes.Array, tids: list[int]) -> Stopped:
+def _phases(args: _Pause, names: tuple[tuple[str, int | None], ...]) -> dict[str, float]:
+    """µs per phase: from the start, or the end of the phase before, to its mark.  A phase whose mark
+    was not reached is the one the call ended in (up to ended_ns), and the last; none if it took no time
+    (pause.c ends a held call on its last mark)."""
+    phases, since = {}, args.started_ns
+    for name, mark in names:
+        end = args.ended_ns if mark is None else args.marks[mark]
+        if not end:
+            if args.ended_ns > since:
+                phases[name] = (args.ended_ns - since) / 1000
+            break
+        phases[name] = (end - since) / 1000
+        since = end
+    return phases
+
+
+def _account(group: ThreadGroup, args: _Pause, threads: ctypes.Array, tids: list[int],
+             phase_names: tuple[tuple[str, int | None], ...]) -> Stopped:
     """Write what the library did into *group*, and what it found into a Stopped."""
     registers, stacks, verdicts, late = {}, {}, {}, []
     for slot, tid in zip(threads, tids):
@@ -233,5 +297,5 @@ def _account(group: ThreadGroup, args: _Pause, threads: ctypes.Array, tids: list
                     stacks[tid] = (slot.stack_start, slot.stack_size)
         else:
             late.append(tid)
-    return Stopped(args.result, args.started_ns, args.ended_ns, bool(args.new_threads), registers, stacks,
-                   verdicts, late, args.error, args.failed_write)
+    return Stopped(args.result, args.started_ns, args.ended_ns, _phases(args, phase_names), bool(args.new_threads),
+                   registers, stacks, verdicts, late, args.error, args.failed_write)

@@ -5,11 +5,13 @@
  * registers and live stack as they were when the thread was last checked precisely and found
  * clean).  This call then does only what the kernel makes any ptrace patcher do, plus a scan:
  *
- *   interrupt every running thread; wait for each (SIGCHLD or short sleeps, within a budget);
- *   read the task list once more (a thread started meanwhile: HELD, Python seizes it);
- *   read every thread's registers, locate its live stack in the map, read all the stacks in
- *   one process_vm_readv; a thread whose unwinding inputs and stack bytes equal its probe's is
- *   clean without a look; any other is clean when its PC and no word of its stack lies in a
+ *   interrupt every running thread (at real-time priority from the first interrupt when Python says
+ *   the machine has no CPU to spare, else from the moment all have stopped: scheduling.py says why);
+ *   wait for each (SIGCHLD or short sleeps, within a budget);
+ *   read the task list once more (a thread started meanwhile: HELD, Python seizes it) from the folder
+ *   Python opened; read every thread's registers, locate its live stack in the map, read all the
+ *   stacks in one process_vm_readv, into the buffer Python touched (no page fault in the pause);
+ *   a thread whose unwinding inputs and stack bytes equal its probe's is clean without a look; any other is clean when its PC and no word of its stack lies in a
  *   busy range and no word is a signal restorer (a signal frame: Python looks below it);
  *   if every thread is clean and a commit was asked: the writes, in order, through
  *   /proc/PID/mem, and every thread detached (its held signal delivered).
@@ -38,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/user.h>
@@ -45,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BH_ABI 1  /* bump with any change to the structures below: native.py checks it */
+#define BH_ABI 2  /* bump with any change to the structures below: native.py checks it */
 
 enum { BH_RUNNING = 0, BH_STOPPED = 1, BH_GONE = 2 };
 enum {
@@ -59,6 +62,8 @@ enum {
     BH_UNREADABLE = 7,     /* its live stack could not be read whole */
 };
 enum { BH_COMMITTED = 0, BH_HELD = 1, BH_LATE = 2, BH_ERROR = 3 };
+/* When each phase of a call ended (CLOCK_MONOTONIC ns, 0: not reached), for apply --json's breakdown. */
+enum { BH_MARK_INTERRUPTED = 0, BH_MARK_STOPPED = 1, BH_MARK_CHECKED = 2, BH_MARK_WRITTEN = 3, BH_MARKS = 4 };
 
 #define NREGS 27
 #define RED_ZONE 128
@@ -66,6 +71,7 @@ enum { BH_COMMITTED = 0, BH_HELD = 1, BH_LATE = 2, BH_ERROR = 3 };
 #define MAX_SLEEP_NS 1000000L
 #define FIRST_SLEEP_NS 100000L
 #define SPIN_NS 1000000L
+#define MAX_DIRENT 280  /* a linux_dirent64 with a 255-byte name, aligned */
 
 /* user_regs_struct indexes (kernel order, as ptrace.REGISTER_NAMES) */
 enum { R15 = 0, R14 = 1, R13 = 2, R12 = 3, RBP = 4, RBX = 5, RIP = 16, RSP = 19 };
@@ -105,9 +111,15 @@ struct bh_pause {
     int32_t error;          /* out: errno of what failed (BH_ERROR) */
     int32_t failed_write;   /* out: index of the write that failed, or -1 */
     int32_t late;           /* out: threads that did not stop (BH_LATE) */
+    int32_t task_fd;        /* /proc/PID/task opened by the caller (O_DIRECTORY), or -1 */
+    int32_t precedence_early;  /* 1: real-time priority from before the first interrupt (a busy machine) */
     int64_t budget_ns;      /* how long the stop may wait for a thread */
     int64_t started_ns;     /* out: CLOCK_MONOTONIC before the first interrupt of this call */
     int64_t ended_ns;       /* out: after the last detach (BH_COMMITTED) or the checks */
+    int64_t marks[BH_MARKS];  /* out: the end of each phase reached */
+    uint8_t *stack_buffer;  /* where the stacks are read: the caller's, touched before the call (no page
+                             * fault in the pause), or NULL; a bigger read takes its own */
+    uint64_t stack_buffer_size;
     struct bh_thread *threads;
     const int32_t *known;
     const uint64_t *ranges;
@@ -228,9 +240,39 @@ static int wait_stopped(struct bh_pause *p, int64_t deadline)
     return waiting;
 }
 
-/* Does /proc/PID/task list a thread that is neither given nor known? */
+static int is_listed(const struct bh_pause *p, int tid)
+{
+    for (int i = 0; i < p->nthreads; i++)
+        if (p->threads[i].tid == tid)
+            return 1;
+    for (int i = 0; i < p->nknown; i++)
+        if (p->known[i] == tid)
+            return 1;
+    return 0;
+}
+
+/* Does /proc/PID/task list a thread that is neither given nor known?  Read from the caller's open
+ * folder (rewound) when there is one: no allocation and no path walk in the pause. */
 static int has_new_threads(const struct bh_pause *p)
 {
+    if (p->task_fd >= 0 && lseek(p->task_fd, 0, SEEK_SET) == 0) {
+        char buffer[8192] __attribute__((aligned(8)));
+        long got;
+        while ((got = syscall(SYS_getdents64, p->task_fd, buffer, sizeof buffer)) > 0) {
+            for (long at = 0; at < got;) {
+                struct linux_dirent64 { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type;
+                                        char name[]; } *entry = (void *)(buffer + at);
+                if (entry->name[0] >= '0' && entry->name[0] <= '9' && !is_listed(p, atoi(entry->name)))
+                    return 1;
+                at += entry->reclen;
+            }
+            if ((long)sizeof buffer - got >= MAX_DIRENT)
+                return 0;  /* the kernel fills the buffer while entries fit: this was the last of them */
+        }
+        if (got == 0)
+            return 0;
+        /* an error: the folder of a process that is gone (the waits have said so), or read it by path */
+    }
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", p->pid);
     DIR *dir = opendir(path);
@@ -241,13 +283,7 @@ static int has_new_threads(const struct bh_pause *p)
     while (!found && (entry = readdir(dir)) != NULL) {
         if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
             continue;
-        int tid = atoi(entry->d_name);
-        int listed = 0;
-        for (int i = 0; i < p->nthreads && !listed; i++)
-            listed = p->threads[i].tid == tid;
-        for (int i = 0; i < p->nknown && !listed; i++)
-            listed = p->known[i] == tid;
-        found = !listed;
+        found = !is_listed(p, atoi(entry->d_name));
     }
     closedir(dir);
     return found;
@@ -333,7 +369,8 @@ static int check_threads(struct bh_pause *p)
             total += t->stack_size;
         }
     }
-    uint8_t *buffer = malloc(total ? total : 1);
+    int own = p->stack_buffer == NULL || total > p->stack_buffer_size;
+    uint8_t *buffer = own ? malloc(total ? total : 1) : p->stack_buffer;
     if (buffer == NULL)
         return -1;
     int unclean = 0;
@@ -371,7 +408,8 @@ static int check_threads(struct bh_pause *p)
                 check_thread(p, t, NULL, 0);  /* unmapped: no stack to read */
         }
     }
-    free(buffer);
+    if (own)
+        free(buffer);
     for (int k = 0; k < p->nthreads; k++)
         if (p->threads[k].state == BH_STOPPED && p->threads[k].verdict != BH_CLEAN &&
             p->threads[k].verdict != BH_PROBED)
@@ -391,6 +429,7 @@ static int commit(struct bh_pause *p)
         }
         data += p->write_size[w];
     }
+    p->marks[BH_MARK_WRITTEN] = now_ns();
     for (int i = 0; i < p->nthreads; i++) {
         struct bh_thread *t = &p->threads[i];
         if (t->state != BH_STOPPED)
@@ -407,6 +446,7 @@ static int commit(struct bh_pause *p)
  * the writes in order, then every stopped thread detached. */
 int bh_commit(struct bh_pause *p)
 {
+    memset(p->marks, 0, sizeof p->marks);
     p->error = 0;
     p->failed_write = -1;
     if (p->abi != BH_ABI)
@@ -419,6 +459,32 @@ int bh_commit(struct bh_pause *p)
 
 static int check_and_commit(struct bh_pause *p);
 
+/* Real-time priority (SCHED_FIFO 1) from raise_precedence to lower_precedence, then the caller's policy
+ * again (a slice it asked for stays: scheduling.py); without the right to, the call runs as it is. */
+struct precedence {
+    int raised;
+    int policy;
+    struct sched_param before;
+};
+
+static void raise_precedence(struct precedence *r)
+{
+    struct sched_param fifo = {.sched_priority = 1};
+    if (r->raised)
+        return;
+    r->policy = sched_getscheduler(0);
+    r->raised = r->policy >= 0 && sched_getparam(0, &r->before) == 0 && sched_setscheduler(0, SCHED_FIFO, &fifo) == 0;
+}
+
+static void lower_precedence(struct precedence *r)
+{
+    if (r->raised)
+        sched_setscheduler(0, r->policy, &r->before);
+    r->raised = 0;
+}
+
+static int stop_check_and_commit(struct bh_pause *p, struct precedence *precedence);
+
 int bh_pause(struct bh_pause *p)
 {
     p->result = BH_ERROR;
@@ -426,8 +492,19 @@ int bh_pause(struct bh_pause *p)
     p->error = 0;
     p->failed_write = -1;
     p->late = 0;
+    memset(p->marks, 0, sizeof p->marks);
     if (p->abi != BH_ABI)
         return p->result = BH_ERROR;
+    struct precedence precedence = {0};
+    if (p->precedence_early)  /* no CPU to spare: nothing may take ours between two interrupts */
+        raise_precedence(&precedence);
+    int result = stop_check_and_commit(p, &precedence);
+    lower_precedence(&precedence);
+    return result;
+}
+
+static int stop_check_and_commit(struct bh_pause *p, struct precedence *precedence)
+{
     p->started_ns = now_ns();
     for (int i = 0; i < p->nthreads; i++) {
         struct bh_thread *t = &p->threads[i];
@@ -443,34 +520,33 @@ int bh_pause(struct bh_pause *p)
         }
         t->interrupted = 1;
     }
+    p->marks[BH_MARK_INTERRUPTED] = now_ns();
     p->late = wait_stopped(p, p->started_ns + p->budget_ns);
     if (p->late) {
         p->ended_ns = now_ns();
         return p->result = BH_LATE;
     }
+    p->marks[BH_MARK_STOPPED] = now_ns();
     /* Every thread stopped: the rest waits for no one, so nothing else may take the CPU from it
-     * (applier._precedence says why not before).  Back to the caller's policy on return. */
-    int policy = sched_getscheduler(0);
-    struct sched_param before, fifo = {.sched_priority = 1};
-    int raised = policy >= 0 && sched_getparam(0, &before) == 0 && sched_setscheduler(0, SCHED_FIFO, &fifo) == 0;
-    int result = check_and_commit(p);
-    if (raised)
-        sched_setscheduler(0, policy, &before);
-    return result;
+     * (applier._precedence says why not before, on a machine with a CPU to spare). */
+    raise_precedence(precedence);
+    return check_and_commit(p);
 }
 
 /* The stopped world: the task list again, every thread's check, and the commit when all are clean. */
+
 static int check_and_commit(struct bh_pause *p)
 {
     p->new_threads = has_new_threads(p);
     int unclean = check_threads(p);
+    p->marks[BH_MARK_CHECKED] = now_ns();
     if (unclean < 0) {
         p->error = ENOMEM;
         p->ended_ns = now_ns();
         return p->result = BH_ERROR;
     }
     if (unclean || p->new_threads || p->nwrites < 0) {
-        p->ended_ns = now_ns();
+        p->ended_ns = p->marks[BH_MARK_CHECKED];  /* nothing after the checks: no phase of its own */
         return p->result = BH_HELD;
     }
     if (commit(p) != 0) {
