@@ -1205,6 +1205,7 @@ def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFra
             registers = ptrace.get_registers(tid)
             stack = stack_ranges({tid: registers}, maps).get(tid)
             data = ptrace.read_ranges(memory_pid(session.pid), [stack])[0] if stack else b""
+            rseq = ptrace.rseq_area(tid)
         finally:
             if tid in group.stopped:
                 group.resume(tid)
@@ -1212,7 +1213,7 @@ def _probe_threads(session: _Session, ranges: RangeSet, module_frames: ModuleFra
             continue
         learn_frames(module_frames, registers, stack[0], data)
         if clean_precisely(session.pid, module_frames, registers, stack[0], data, ranges):
-            probes[tid] = native.Probe(registers, stack[0], data)
+            probes[tid] = native.Probe(registers, stack[0], data, rseq)
     return probes
 
 

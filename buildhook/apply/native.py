@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from buildhook.apply import ptrace
 from buildhook.apply.threads import ThreadGroup
 
-ABI = 2
+ABI = 3
 LIBRARY = "libbuildhook-pause.so.1"  # setup.py builds it under this name
 RUNNING, STOPPED, GONE = 0, 1, 2
 UNCHECKED, CLEAN, PROBED, BUSY_PC, STACK_HIT, SIGNAL_FRAME, UNMAPPED, UNREADABLE = range(8)
@@ -39,7 +39,8 @@ class _Thread(ctypes.Structure):
                 ("hit_address", ctypes.c_uint64), ("regs", ctypes.c_uint64 * NREGS),
                 ("stack_start", ctypes.c_uint64), ("stack_size", ctypes.c_uint64),
                 ("probe", ctypes.c_char_p), ("probe_start", ctypes.c_uint64), ("probe_size", ctypes.c_uint64),
-                ("probe_regs", ctypes.c_uint64 * NREGS)]
+                ("probe_regs", ctypes.c_uint64 * NREGS), ("probe_skip_start", ctypes.c_uint64),
+                ("probe_skip_size", ctypes.c_uint64)]
 
 
 class _Pause(ctypes.Structure):
@@ -138,11 +139,16 @@ def library() -> ctypes.CDLL | None:
 @dataclass(frozen=True)
 class Probe:
     """A thread found clean, precisely, with these registers and this live stack: while both stay
-    the same the thread is clean (unwinding depends on nothing else)."""
+    the same the thread is clean (unwinding depends on nothing else).  *rseq* (address, size), when
+    the thread registered one, is left out of the comparison: the kernel rewrites that area's CPU and
+    concurrency ids whenever the thread returns to user space after it moved, and glibc keeps it in
+    the thread descriptor at the top of a thread's stack mapping, inside the live stack as read (no
+    frame is there, and its words are small numbers)."""
 
     registers: ptrace.Registers
     start: int
     data: bytes
+    rseq: tuple[int, int] | None = None
 
 
 class Scratch:
@@ -239,6 +245,8 @@ def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_p
             # the array keeps the bytes alive (ctypes holds what a c_char_p field was given)
             slot.probe, slot.probe_start, slot.probe_size = probe.data, probe.start, len(probe.data)
             slot.probe_regs[:] = probe.registers.values
+            if probe.rseq is not None:
+                slot.probe_skip_start, slot.probe_skip_size = probe.rseq
     flat_ranges = [value for pair in ranges for value in pair]
     flat_maps = [value for pair in maps for value in pair]
     known = sorted(group.zombies)

@@ -48,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BH_ABI 2  /* bump with any change to the structures below: native.py checks it */
+#define BH_ABI 3  /* bump with any change to the structures below: native.py checks it */
 
 enum { BH_RUNNING = 0, BH_STOPPED = 1, BH_GONE = 2 };
 enum {
@@ -92,6 +92,8 @@ struct bh_thread {
     uint64_t probe_start;
     uint64_t probe_size;
     uint64_t probe_regs[NREGS];
+    uint64_t probe_skip_start;  /* in: bytes not compared with the probe (its rseq area), or size 0 */
+    uint64_t probe_skip_size;
 };
 
 struct bh_pause {
@@ -296,7 +298,18 @@ static int same_as_probe(const struct bh_thread *t, const uint8_t *stack)
     for (size_t i = 0; i < sizeof UNWIND_INPUTS / sizeof UNWIND_INPUTS[0]; i++)
         if (t->regs[UNWIND_INPUTS[i]] != t->probe_regs[UNWIND_INPUTS[i]])
             return 0;
-    return memcmp(stack, t->probe, t->stack_size) == 0;
+    uint64_t skip = 0, skip_end = 0;  /* the part of the live stack that is the skipped area, as offsets */
+    if (t->probe_skip_size && t->probe_skip_start < t->stack_start + t->stack_size &&
+        t->probe_skip_start + t->probe_skip_size > t->stack_start) {
+        skip = t->probe_skip_start > t->stack_start ? t->probe_skip_start - t->stack_start : 0;
+        skip_end = t->probe_skip_start + t->probe_skip_size - t->stack_start;
+        if (skip_end > t->stack_size)
+            skip_end = t->stack_size;
+    }
+    if (skip_end == 0)
+        return memcmp(stack, t->probe, t->stack_size) == 0;
+    return memcmp(stack, t->probe, skip) == 0 &&
+           memcmp(stack + skip_end, t->probe + skip_end, t->stack_size - skip_end) == 0;
 }
 
 /* The verdict of one stopped thread from its registers and its live stack (Python's conservative scan). */

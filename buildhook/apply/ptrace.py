@@ -35,6 +35,7 @@ PTRACE_GETSIGINFO = 0x4202
 PTRACE_GETSIGMASK = 0x420A
 PTRACE_SETSIGMASK = 0x420B
 PTRACE_SECCOMP_GET_FILTER = 0x420C
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F  # Linux 5.13
 PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000
@@ -189,6 +190,24 @@ def set_signal_mask(tid: int, mask: int) -> None:
     """Set the blocked mask of a stopped thread (the kernel never blocks SIGKILL or SIGSTOP)."""
     buffer = ctypes.create_string_buffer(struct.pack("<Q", mask), 8)
     _call(PTRACE_SETSIGMASK, tid, 8, ctypes.addressof(buffer))
+
+
+class _RseqConfiguration(ctypes.Structure):
+    _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
+                ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+def rseq_area(tid: int) -> tuple[int, int] | None:
+    """(address, size) of the rseq area a stopped thread registered (glibc does, in its thread descriptor),
+    or None (none registered, or a kernel before 5.13).  The kernel rewrites its CPU and concurrency ids
+    whenever the thread returns to user space after it moved."""
+    configuration = _RseqConfiguration()
+    ctypes.set_errno(0)
+    got = _libc.ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, ctypes.c_void_p(ctypes.sizeof(configuration)),
+                       ctypes.byref(configuration))
+    if got <= 0 or not configuration.rseq_abi_pointer or not configuration.rseq_abi_size:
+        return None
+    return configuration.rseq_abi_pointer, configuration.rseq_abi_size
 
 
 def seccomp_filter(tid: int, index: int, buffer_address: int = 0) -> int:
