@@ -18,7 +18,10 @@ millisecond and report it"):
    no patching, then during ``--cycles`` apply/revert cycles, each one
    ``buildhook apply X.po --pid P --json`` and ``buildhook revert --pid P
    --json`` run as subprocesses (as an operator would), collecting
-   ``pause_us``, ``total_ms`` and ``retries``.
+   ``pause_us``, ``total_ms`` and ``retries``; then ``--duration`` seconds
+   more without patching, and as long a *control*: ``buildhook apply
+   --help`` started as often as the cycles started the applier, touching
+   nothing (what merely starting the applier costs the clients here).
 4. The clients stop; the 1000 keys, each client's last SET values and INCR
    counter are checked against what the clients did.
 5. Pause against thread count, no load: a fresh kvd with 1, 8 and 32 idle
@@ -62,6 +65,7 @@ import queue
 import shutil
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -642,6 +646,12 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         time.sleep(args.duration)
         after_end = time.monotonic_ns()
         out["cpu_busy_without"] = round((out["cpu_busy_without"] + busy_since(cpu)) / 2, 3)  # type: ignore[operator]
+        starts_per_s = 2 * len(cycles) / ((cyc_end - cyc_start) / 1e9) if cycles else 0.0
+        log(f"{args.duration:g} s of the control: the applier started {starts_per_s:.1f} times a second, "
+            "touching nothing (apply --help)")
+        ctl_start = time.monotonic_ns()
+        out["control_starts"] = control_window(cli, env, args.duration, starts_per_s)
+        ctl_end = time.monotonic_ns()
         load.stop()
         clients = load.results()
         load = None
@@ -652,6 +662,7 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         base_lat: list[float] = []
         after_lat: list[float] = []
         cyc_lat: list[float] = []
+        ctl_lat: list[float] = []
         for client in clients:
             starts = array.array("q")
             starts.frombytes(client["starts"])
@@ -664,12 +675,15 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
                     cyc_lat.append(lat / 1000)
                 elif after_start <= t0 < after_end:
                     after_lat.append(lat / 1000)
+                elif ctl_start <= t0 < ctl_end:
+                    ctl_lat.append(lat / 1000)
         out["baseline_seconds"] = (base_end - base_start + after_end - after_start) / 1e9
         out["cycles_seconds"] = (cyc_end - cyc_start) / 1e9
         out["client_latency_us"] = {"without": latency_summary(base_lat + after_lat),
                                     "during": latency_summary(cyc_lat),
                                     "without_before": latency_summary(base_lat),
-                                    "without_after": latency_summary(after_lat)}
+                                    "without_after": latency_summary(after_lat),
+                                    "control": latency_summary(ctl_lat)}
         out["client_requests"] = sum(int(c["requests"]) for c in clients)
         out["client_errors"] = sum(int(c["error_count"]) for c in clients)
         out["client_error_samples"] = [f"client {c['index']}: {e}" for c in clients for e in c["errors"]][:20]
@@ -678,6 +692,23 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         if load is not None:
             load.stop()
         kvd.stop()
+
+
+def control_window(cli: str, env: dict[str, str], seconds: float, per_second: float) -> int:
+    """Start ``buildhook apply --help`` *per_second* times a second for *seconds* (each waited for):
+    the applier's process start and imports at the cycles' rate, with no target touched.  What the
+    clients see then is what merely starting the applier costs them on this machine."""
+    if per_second <= 0:
+        time.sleep(seconds)
+        return 0
+    started, count = time.monotonic(), 0
+    while time.monotonic() - started < seconds:
+        subprocess.run([cli, "apply", "--help"], env=env, capture_output=True, timeout=CLI_TIMEOUT, check=True)
+        count += 1
+        delay = started + count / per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return count
 
 
 def scale_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, floor: Path,
@@ -753,8 +784,23 @@ def pause_stats(cycles: list[dict]) -> dict:
                 "total_ms": summary([float(r["total_ms"]) for r in reports]),
                 "wall_ms": summary([float(r["wall_ms"]) for r in reports]),
                 "retries": {"sum": sum(int(r.get("retries", 0)) for r in reports),
-                            "max": max((int(r.get("retries", 0)) for r in reports), default=0)}}
+                            "max": max((int(r.get("retries", 0)) for r in reports), default=0)},
+                "stops": {path: sum(r.get("stop") == path for r in reports)
+                          for path in sorted({str(r.get("stop")) for r in reports})},
+                "phases_p50_us": phase_medians(reports)}
     return {"cycles": len(cycles), "apply": of("apply"), "revert": of("revert"), "combined": of("combined")}
+
+
+def phase_medians(reports: list[dict]) -> dict[str, float]:
+    """The median of each phase of the pause (``pause_phases_us``) over the reports whose stop took the
+    commonest path, in the pause's order: where the pause of the usual case goes."""
+    paths = [r.get("stop") for r in reports]
+    if not paths:
+        return {}
+    usual = max(set(paths), key=paths.count)
+    phases = [r.get("pause_phases_us") or {} for r in reports if r.get("stop") == usual]
+    names = list(dict.fromkeys(name for p in phases for name in p))
+    return {name: round(statistics.median(p.get(name, 0.0) for p in phases), 1) for name in names}
 
 
 # -- report --------------------------------------------------------------------------------
@@ -834,10 +880,13 @@ def print_report(result: dict) -> None:
         print_pauses(pause_stats(load["cycles"]))
         lat = load["client_latency_us"]
         print("\n  client latency µs          n      p50      p99    p99.9      max")
-        for name in ("without", "during", "without_before", "without_after"):
+        for name in ("without", "during", "without_before", "without_after", "control"):
             s = lat[name]
             label = {"without": "without patching", "during": "during patching",
-                     "without_before": "  (before the cycles)", "without_after": "  (after the cycles)"}[name]
+                     "without_before": "  (before the cycles)", "without_after": "  (after the cycles)",
+                     "control": "control: apply --help"}[name]
+            if s["n"] == 0:
+                continue
             print(f"  {label:<22} {s['n']:>9} {fmt(s['p50'], 1):>8} {fmt(s['p99'], 1):>8} "
                   f"{fmt(s['p99.9'], 1):>8} {fmt(s['max'], 0):>8}")
         w, d = lat["without"], lat["during"]
@@ -873,6 +922,9 @@ def print_report(result: dict) -> None:
                   + (f"   FAILURE: {point['failure']}" if point["failure"] else ""))
         print(f"  slope (least squares over p50): pause {fmt(scale['slope_us_per_thread'], 1)} µs/thread, "
               f"floor {fmt(scale['floor_slope_us_per_thread'], 1)} µs/thread")
+        print("  where the pause goes (median µs per phase, stops of the commonest kind):")
+        for threads, point in scale["points"].items():
+            print(f"  {threads:>7}  {phases_line(point['combined'])}")
     print(f"\nload average at the end {', '.join(f'{x:.2f}' for x in result['loadavg_at_end'])}")
     print("\ngoals")
     for line, ok in goals(result):
@@ -886,6 +938,12 @@ def print_pauses(stats: dict) -> None:
         print(f"  {kind:<9} {s['pause_us']['n']:>6} {fmt(s['pause_us']['p50']):>6} {fmt(s['pause_us']['p99']):>6} "
               f"{fmt(s['pause_us']['max']):>6} {fmt(s['total_ms']['p50'], 1):>14} {fmt(s['wall_ms']['p50'], 0):>17}"
               f"   {s['retries']['sum']}/{s['retries']['max']}")
+    print(f"  phases (combined): {phases_line(stats['combined'])}")
+
+
+def phases_line(stats: dict) -> str:
+    stops = ", ".join(f"{n} {path}" for path, n in stats["stops"].items())
+    return " + ".join(f"{name} {us:.0f}" for name, us in stats["phases_p50_us"].items()) + f"  ({stops})"
 
 
 # -- main ---------------------------------------------------------------------------------------
