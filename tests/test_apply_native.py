@@ -4,11 +4,13 @@ while its registers and stack are exactly the probe's.  Every process a test sta
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,29 @@ def wait_blocked_in_read(pid: int, timeout: float = 10) -> None:
     while Path(f"/proc/{pid}/syscall").read_text().split()[0] != "0":
         assert time.monotonic() < deadline, "the main thread never blocked in read"
         time.sleep(0.01)
+
+
+def process_maps(pid: int) -> list[tuple[int, int]]:
+    """The [start, end) of every mapping of *pid*, in address order, as native.pause takes them."""
+    return [(int(a, 16), int(b, 16)) for a, b in
+            (line.split()[0].split("-") for line in Path(f"/proc/{pid}/maps").read_text().splitlines())]
+
+
+@contextlib.contextmanager
+def seized_syscalls(tmp_path: Path) -> Iterator[tuple[Program, ThreadGroup, ptrace.ProcessMemory]]:
+    """The syscalls program, ready, every thread seized (none stopped) and its memory open; afterwards
+    every thread let go and the program stopped by PID."""
+    program = start_program("syscalls", tmp_path)
+    group = ThreadGroup(program.process.pid)
+    memory = ptrace.ProcessMemory(program.process.pid)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        group.seize_all()
+        yield program, group, memory
+    finally:
+        group.detach_all()
+        memory.close()
+        program.stop()
 
 
 def test_the_library_is_built_with_the_package() -> None:
@@ -105,16 +130,10 @@ def test_the_zipapp_carries_the_native_pause(tmp_path: Path) -> None:
 def test_a_probe_stands_only_for_the_same_registers_and_the_same_stack(tmp_path: Path) -> None:
     """A word of the main thread's live stack (blocked in read) made a busy range: found without a probe,
     cleared by a probe of exactly its registers and stack, found again when one byte of the probe differs."""
-    program = start_program("syscalls", tmp_path)
-    group = ThreadGroup(program.process.pid)
-    pid = program.process.pid
-    memory = ptrace.ProcessMemory(pid)
-    try:
-        assert program.read_line() == "ready syscalls v1"
+    with seized_syscalls(tmp_path) as (program, group, memory):
+        pid = program.process.pid
         wait_blocked_in_read(pid)
-        group.seize_all()
-        maps = [(int(a, 16), int(b, 16)) for a, b in
-                (line.split()[0].split("-") for line in Path(f"/proc/{pid}/maps").read_text().splitlines())]
+        maps = process_maps(pid)
 
         def pause(ranges: list[tuple[int, int]], probes: dict[int, native.Probe]) -> native.Stopped:
             stopped = native.pause(group, memory, pid, ranges, [], maps, None, probes, 0.5, True)
@@ -141,34 +160,20 @@ def test_a_probe_stands_only_for_the_same_registers_and_the_same_stack(tmp_path:
         stale = native.Probe(first.registers[pid], start, bytes(changed))
         assert pause(busy, {pid: stale}).verdicts[pid] == native.STACK_HIT
         group.resume_all()
-    finally:
-        group.detach_all()
-        memory.close()
-        program.stop()
-
-
-def _seized_stopped_maps(pid: int) -> list[tuple[int, int]]:
-    return [(int(a, 16), int(b, 16)) for a, b in
-            (line.split()[0].split("-") for line in Path(f"/proc/{pid}/maps").read_text().splitlines())]
 
 
 def test_a_thread_the_pause_was_not_given_is_found_with_and_without_the_open_task_folder(tmp_path: Path) -> None:
     """The task list is read again once every thread has stopped: a thread nobody seized (as one started
     after the seizing) makes the call HELD with new_threads, through the folder opened before the pause and
     through its path; seized again, it is found no more."""
-    program = start_program("syscalls", tmp_path)
-    pid = program.process.pid
-    group = ThreadGroup(pid)
-    memory = ptrace.ProcessMemory(pid)
-    try:
-        assert program.read_line() == "ready syscalls v1"
-        group.seize_all()
+    with seized_syscalls(tmp_path) as (program, group, memory):
+        pid = program.process.pid
         other = max(group.seized)
         assert other != pid
         group.stop(other)
         ptrace.detach(other)
         group.forget(other)  # as if it had started after seize_all
-        maps = _seized_stopped_maps(pid)
+        maps = process_maps(pid)
         for scratch in (native.Scratch(pid, {}, len(group.seized)), None):
             stopped = native.pause(group, memory, pid, [], [], maps, [], {}, 0.5, True, scratch)
             assert stopped.result == native.HELD and stopped.new_threads, stopped
@@ -183,24 +188,15 @@ def test_a_thread_the_pause_was_not_given_is_found_with_and_without_the_open_tas
         assert stopped.result == native.HELD and not stopped.new_threads
         assert set(stopped.registers) == group.seized
         group.resume_all()
-    finally:
-        group.detach_all()
-        memory.close()
-        program.stop()
 
 
 def test_stacks_larger_than_the_prepared_buffer_are_still_read_whole(tmp_path: Path) -> None:
     """The stacks go into the buffer touched before the pause when they fit, and into one of the call's
     own when not: the same stack word is found in a busy range either way, and without a buffer."""
-    program = start_program("syscalls", tmp_path)
-    pid = program.process.pid
-    group = ThreadGroup(pid)
-    memory = ptrace.ProcessMemory(pid)
-    try:
-        assert program.read_line() == "ready syscalls v1"
+    with seized_syscalls(tmp_path) as (program, group, memory):
+        pid = program.process.pid
         wait_blocked_in_read(pid)
-        group.seize_all()
-        maps = _seized_stopped_maps(pid)
+        maps = process_maps(pid)
         first = native.pause(group, memory, pid, [], [], maps, None, {}, 0.5, True)
         start, size = first.stacks[pid]
         [stack] = ptrace.read_ranges(pid, [(start, size)])
@@ -216,10 +212,6 @@ def test_stacks_larger_than_the_prepared_buffer_are_still_read_whole(tmp_path: P
             group.resume_all()
             if scratch is not None:
                 scratch.close()
-    finally:
-        group.detach_all()
-        memory.close()
-        program.stop()
 
 
 def test_a_probe_still_stands_after_the_kernel_rewrote_the_threads_rseq_area(tmp_path: Path) -> None:
@@ -232,20 +224,15 @@ def test_a_probe_still_stands_after_the_kernel_rewrote_the_threads_rseq_area(tmp
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("needs two CPUs to move a thread between")
-    program = start_program("syscalls", tmp_path)
-    pid = program.process.pid
-    group = ThreadGroup(pid)
-    memory = ptrace.ProcessMemory(pid)
-    try:
-        assert program.read_line() == "ready syscalls v1"
+    with seized_syscalls(tmp_path) as (program, group, memory):
+        pid = program.process.pid
         deadline = time.monotonic() + 10
         while not (accepting := [int(tid) for tid in os.listdir(f"/proc/{pid}/task")
                                  if Path(f"/proc/{pid}/task/{tid}/syscall").read_text().split()[0] == "43"]):
             assert time.monotonic() < deadline, "no thread of the program blocked in accept"
             time.sleep(0.01)
         [tid] = accepting
-        group.seize_all()
-        maps = _seized_stopped_maps(pid)
+        maps = process_maps(pid)
 
         def run_once_on(cpu: int) -> None:  # back to user space on *cpu*, then blocked in accept again
             os.sched_setaffinity(tid, {cpu})
@@ -277,7 +264,3 @@ def test_a_probe_still_stands_after_the_kernel_rewrote_the_threads_rseq_area(tmp
                              {tid: native.Probe(first.registers[tid], start, stack)}, 0.5, True)
         assert whole.verdicts[tid] == native.STACK_HIT  # compared whole, the moved thread's probe is stale
         group.resume_all()
-    finally:
-        group.detach_all()
-        memory.close()
-        program.stop()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from buildhook.apply import native, ptrace, scheduling
-from buildhook.apply.threads import ThreadGroup
+from buildhook.apply import native, scheduling
 from tests.test_apply import start_program
+from tests.test_apply_native import process_maps, seized_syscalls
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the applier tests attach with ptrace as root")
 
@@ -59,23 +59,13 @@ def test_step_aside_asks_for_the_least_slice(short_slice: None) -> None:
 def test_the_native_pause_gives_back_the_slice_it_found(tmp_path: Path, short_slice: None, early: bool) -> None:
     """Real-time priority in the stop, then the caller's policy and its short slice for the rest of the
     applier's run."""
-    program = start_program("syscalls", tmp_path)
-    pid = program.process.pid
-    group = ThreadGroup(pid)
-    memory = ptrace.ProcessMemory(pid)
-    try:
-        assert program.read_line() == "ready syscalls v1"
-        group.seize_all()
-        maps = [(int(a, 16), int(b, 16)) for a, b in
-                (line.split()[0].split("-") for line in Path(f"/proc/{pid}/maps").read_text().splitlines())]
+    with seized_syscalls(tmp_path) as (program, group, memory):
+        pid = program.process.pid
+        maps = process_maps(pid)
         with native.Scratch(pid, {}, len(group.seized)) as scratch:
             stopped = native.pause(group, memory, pid, [], [], maps, [], {}, 0.5, True, scratch, early)
         assert stopped.result == native.COMMITTED
         assert attributes() == (scheduling.SCHED_OTHER, 0, scheduling.SHORT_SLICE_NS)
-    finally:
-        group.detach_all()
-        memory.close()
-        program.stop()
 
 
 def test_precedence_is_real_time_inside_and_the_slice_again_after(short_slice: None) -> None:
