@@ -29,7 +29,9 @@ RUNNING, STOPPED, GONE = 0, 1, 2
 UNCHECKED, CLEAN, PROBED, BUSY_PC, STACK_HIT, SIGNAL_FRAME, UNMAPPED, UNREADABLE = range(8)
 COMMITTED, HELD, LATE, ERROR = range(4)
 MARKS = 4  # pause.c's BH_MARKS: interrupted, stopped, checked, written
-STACK_RESERVE = 64 * 1024  # stack bytes set aside per thread beyond its probe's (as bench/ptrace_floor.c)
+# Stack bytes set aside per thread beyond its probe's: a live stack is a few KiB (kvd's threads: 4.6);
+# more than the buffer holds is read into one the pause allocates (correct, only a few page faults slower).
+STACK_RESERVE = 16 * 1024
 NREGS = len(ptrace.REGISTER_NAMES)
 
 

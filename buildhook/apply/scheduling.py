@@ -4,16 +4,17 @@ An apply is a Python process that works for a few hundred milliseconds of
 CPU before its pause: reading the .po and the ELF and unwind tables of
 every mapped object, probing threads.  On a machine the service keeps
 busy, every millisecond of that is taken from the service's own threads,
-and the scheduler's default slice lets a CPU-bound task keep a CPU until
-the next tick (4 ms at HZ=250) while a service thread that has just been
-woken by its client waits behind it: kvd's clients saw their p99.9 grow
-from 0.6 to 4.8 ms while patches went in (bench/RESULTS.md), with the
-pause itself well under a millisecond.
+and with the default slice a service thread woken by its client may wait
+for a CPU-bound task until its slice ends (1.4 ms here), or the next tick
+(4 ms at HZ=250).
 
 ``step_aside`` asks for the shortest slice the kernel grants a normal task
 (``sched_setattr`` with ``sched_runtime``, Linux 6.12 and later: 0.1 ms):
 the applier keeps its fair share of the CPUs, so an apply takes as long
-as before, but a woken service thread waits at most that long for it.
+as before, but it gives a woken service thread the CPU sooner (kvd's
+clients under load, p99.9 during patching: 4.0–4.2 ms with it, 4.9–5.0
+without; most of what is left comes with starting the applier's Python
+process at all, bench/RESULTS.md).
 Older kernels ignore the request; nothing else changes (no nice value, no
 idle policy: the applier also holds single threads stopped for a moment
 before the pause, and a thread held by an applier starved of CPU would
