@@ -5,6 +5,7 @@ by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,21 +56,27 @@ def test_step_aside_asks_for_the_least_slice(short_slice: None) -> None:
     assert attributes() == (scheduling.SCHED_OTHER, 0, scheduling.SHORT_SLICE_NS)
 
 
-@pytest.mark.parametrize("early", [False, True], ids=["after-the-stop", "from-the-first-interrupt"])
+@pytest.mark.parametrize("early", [False, True], ids=["after-the-stop", "held-by-the-caller"])
 def test_the_native_pause_gives_back_the_slice_it_found(tmp_path: Path, short_slice: None, early: bool) -> None:
-    """Real-time priority in the stop, then the caller's policy and its short slice for the rest of the
-    applier's run."""
+    """Real-time priority in the stop, taken by the call once every thread has stopped or held by the
+    caller from before it (a busy machine: the call leaves it as it is); then the caller's policy and
+    its short slice for the rest of the applier's run."""
     with seized_syscalls(tmp_path) as (program, group, memory):
         pid = program.process.pid
         maps = process_maps(pid)
-        with native.Scratch(pid, {}, len(group.seized)) as scratch:
-            stopped = native.pause(group, memory, pid, [], [], maps, [], {}, 0.5, True, scratch, early)
+        with native.Scratch(pid, {}, len(group.seized)) as scratch, \
+                scheduling.precedence() if early else contextlib.nullcontext():
+            stopped = native.pause(group, memory, pid, [], [], maps, [], {}, 0.5, True, scratch)
+            assert attributes()[:2] == ((scheduling.SCHED_FIFO, 1) if early else (scheduling.SCHED_OTHER, 0))
         assert stopped.result == native.COMMITTED
         assert attributes() == (scheduling.SCHED_OTHER, 0, scheduling.SHORT_SLICE_NS)
 
 
 def test_precedence_is_real_time_inside_and_the_slice_again_after(short_slice: None) -> None:
     with scheduling.precedence():
+        assert attributes()[:2] == (scheduling.SCHED_FIFO, 1)
+        with scheduling.precedence():  # nested (the precise look inside a held attempt): no change
+            assert attributes()[:2] == (scheduling.SCHED_FIFO, 1)
         assert attributes()[:2] == (scheduling.SCHED_FIFO, 1)
     assert attributes() == (scheduling.SCHED_OTHER, 0, scheduling.SHORT_SLICE_NS)
 

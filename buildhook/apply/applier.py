@@ -1046,7 +1046,15 @@ class _Stop:
 
     def attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
         """Committed; or (busy threads, seconds held) when the world went on because of them; or None
-        when a thread would not stop.  Raises ApplyRefused at the deadline."""
+        when a thread would not stop.  Raises ApplyRefused at the deadline.
+
+        On a machine with no CPU to spare the whole attempt runs at real-time priority, from before
+        the first interrupt to the last detach, the precise look in Python included (scheduling.py);
+        otherwise only from the moment every thread has stopped (_precedence)."""
+        with _precedence() if scheduling.no_cpu_to_spare() else contextlib.nullcontext():
+            return self._attempt()
+
+    def _attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
         session = self.session
         try:
             if self.fast:
@@ -1121,9 +1129,10 @@ def _precedence() -> Iterator[None]:
     then kept from nothing, whereas while they are still on their way to
     the stop, an applier woken at real-time priority by each one takes the
     CPU another needs (the pause of an idle kvd grew by a quarter so).
-    pause.c does the same in C around its own check and commit, and from
-    its first interrupt when the machine has no CPU to spare (scheduling.py
-    says why the two cases differ).  Without
+    pause.c does the same in C around its own check and commit; on a
+    machine with no CPU to spare the whole attempt is held so (_Stop.attempt;
+    scheduling.py says why the two cases differ).  Already at real-time
+    priority, nothing changes.  Without
     the right to (not root, no RLIMIT_RTPRIO) the applier runs as it is.
     """
     with scheduling.precedence():
@@ -1147,7 +1156,7 @@ def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrame
         stopped = native.pause(group, session.memory, memory_pid(session.pid),
                                [(item.start, item.end) for item in ranges.ranges], sorted(module_frames.restorers),
                                [(item.start, item.end) for item in maps.maps], writes, probes, STOP_BUDGET_S,
-                               use_sigchld, scratch, scheduling.no_cpu_to_spare())
+                               use_sigchld, scratch)
         first = stopped.started_ns if first is None else first
         if stopped.started_ns != first:
             stopped.phases = {"new threads": (stopped.started_ns - first) / 1000, **stopped.phases}

@@ -5,8 +5,8 @@
  * registers and live stack as they were when the thread was last checked precisely and found
  * clean).  This call then does only what the kernel makes any ptrace patcher do, plus a scan:
  *
- *   interrupt every running thread (at real-time priority from the first interrupt when Python says
- *   the machine has no CPU to spare, else from the moment all have stopped: scheduling.py says why);
+ *   interrupt every running thread (Python holds real-time priority from before the first interrupt
+ *   when the machine has no CPU to spare; else it is taken here once all have stopped: scheduling.py);
  *   wait for each (SIGCHLD or short sleeps, within a budget);
  *   read the task list once more (a thread started meanwhile: HELD, Python seizes it) from the folder
  *   Python opened; read every thread's registers, locate its live stack in the map, read all the
@@ -48,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BH_ABI 3  /* bump with any change to the structures below: native.py checks it */
+#define BH_ABI 4  /* bump with any change to the structures below: native.py checks it */
 
 enum { BH_RUNNING = 0, BH_STOPPED = 1, BH_GONE = 2 };
 enum {
@@ -114,7 +114,7 @@ struct bh_pause {
     int32_t failed_write;   /* out: index of the write that failed, or -1 */
     int32_t late;           /* out: threads that did not stop (BH_LATE) */
     int32_t task_fd;        /* /proc/PID/task opened by the caller (O_DIRECTORY), or -1 */
-    int32_t precedence_early;  /* 1: real-time priority from before the first interrupt (a busy machine) */
+    int32_t unused;
     int64_t budget_ns;      /* how long the stop may wait for a thread */
     int64_t started_ns;     /* out: CLOCK_MONOTONIC before the first interrupt of this call */
     int64_t ended_ns;       /* out: after the last detach (BH_COMMITTED) or the checks */
@@ -473,7 +473,8 @@ int bh_commit(struct bh_pause *p)
 static int check_and_commit(struct bh_pause *p);
 
 /* Real-time priority (SCHED_FIFO 1) from raise_precedence to lower_precedence, then the caller's policy
- * again (a slice it asked for stays: scheduling.py); without the right to, the call runs as it is. */
+ * again (a slice it asked for stays: scheduling.py); a caller at real-time priority already (Python
+ * holds it on a busy machine), or without the right to, runs as it is. */
 struct precedence {
     int raised;
     int policy;
@@ -486,6 +487,8 @@ static void raise_precedence(struct precedence *r)
     if (r->raised)
         return;
     r->policy = sched_getscheduler(0);
+    if (r->policy == SCHED_FIFO || r->policy == SCHED_RR)
+        return;
     r->raised = r->policy >= 0 && sched_getparam(0, &r->before) == 0 && sched_setscheduler(0, SCHED_FIFO, &fifo) == 0;
 }
 
@@ -509,8 +512,6 @@ int bh_pause(struct bh_pause *p)
     if (p->abi != BH_ABI)
         return p->result = BH_ERROR;
     struct precedence precedence = {0};
-    if (p->precedence_early)  /* no CPU to spare: nothing may take ours between two interrupts */
-        raise_precedence(&precedence);
     int result = stop_check_and_commit(p, &precedence);
     lower_precedence(&precedence);
     return result;

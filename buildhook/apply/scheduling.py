@@ -23,11 +23,13 @@ stall its clients far longer).
 ``precedence`` is the other direction: SCHED_FIFO while every thread of
 the target is stopped (applier._precedence says why), then the policy
 before; the slice asked for survives the round trip.  pause.c does the
-same in C, and from before its first interrupt when ``no_cpu_to_spare``:
-on a busy machine, a thread of the applier that gives up its CPU between
-two interrupts waits for it with the threads interrupted so far stopped
-(kvd under load: the interrupts took 0.6 ms of a 1.7 ms pause, 30 µs
-with real-time priority).  With a CPU to spare it waits until every
+same in C.  When ``no_cpu_to_spare``, the applier holds it from before
+its first interrupt to its last detach: on a busy machine, a thread of
+the applier that gives up its CPU between two interrupts waits for it
+with the threads interrupted so far stopped (kvd under load: the
+interrupts took 0.6 ms of a 1.7 ms pause, 30 µs with real-time
+priority), and so does one that gives it up between the native check
+and the precise look in Python.  With a CPU to spare it waits until every
 thread has stopped: woken at that priority by each stop, the applier
 would take the CPU the next thread needs to reach its own.
 """
@@ -80,10 +82,14 @@ def step_aside() -> bool:
 
 @contextlib.contextmanager
 def precedence() -> Iterator[None]:
-    """SCHED_FIFO 1 for this thread inside, then its policy before (the slice it asked for stays); without
-    the right to (not root, no RLIMIT_RTPRIO) the thread runs as it is."""
+    """SCHED_FIFO 1 for this thread inside, then its policy before (the slice it asked for stays); a
+    thread at real-time priority already, or without the right to (not root, no RLIMIT_RTPRIO), runs
+    as it is."""
     try:
         before = os.sched_getscheduler(0), os.sched_getparam(0)
+        if before[0] in (os.SCHED_FIFO, os.SCHED_RR):
+            yield
+            return
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     except OSError:
         yield
