@@ -1043,6 +1043,7 @@ class _Stop:
     timeout: float
     scratch: native.Scratch | None  # with the native pause
     phases: dict[str, float] = field(default_factory=dict)  # of the last native call
+    precedence_in_pause: bool = True  # pause.c takes real-time priority once all have stopped
 
     def attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
         """Committed; or (busy threads, seconds held) when the world went on because of them; or None
@@ -1050,8 +1051,11 @@ class _Stop:
 
         On a machine with no CPU to spare the whole attempt runs at real-time priority, from before
         the first interrupt to the last detach, the precise look in Python included (scheduling.py);
-        otherwise only from the moment every thread has stopped (_precedence)."""
-        with _precedence() if scheduling.no_cpu_to_spare() else contextlib.nullcontext():
+        otherwise only from the moment every thread has stopped (_precedence), and on a machine where
+        nothing else runs not at all."""
+        others = scheduling.others_running()
+        self.precedence_in_pause = not scheduling.nobody_else_running(others)
+        with _precedence() if scheduling.no_cpu_to_spare(others) else contextlib.nullcontext():
             return self._attempt()
 
     def _attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
@@ -1060,7 +1064,7 @@ class _Stop:
             if self.fast:
                 one_call = self.in_stop is None and self.frames.switches_stacks is None
                 stopped = _stop_native(session, self.ranges, self.frames, self.maps, self.probes,
-                                       self.writes if one_call else None, self.scratch)
+                                       self.writes if one_call else None, self.scratch, self.precedence_in_pause)
                 first_stop = stopped.started_ns
                 self.phases = stopped.phases
                 if stopped.result == native.COMMITTED:
@@ -1141,7 +1145,7 @@ def _precedence() -> Iterator[None]:
 
 def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrames, maps: MapIndex,
                  probes: dict[int, native.Probe], writes: list[tuple[int, bytes]] | None,
-                 scratch: native.Scratch | None) -> native.Stopped:
+                 scratch: native.Scratch | None, precedence: bool) -> native.Stopped:
     """The native pause: every thread stopped and checked, committed and detached when all are clean.
 
     A thread started meanwhile is seized and the call made again (the
@@ -1156,7 +1160,7 @@ def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrame
         stopped = native.pause(group, session.memory, memory_pid(session.pid),
                                [(item.start, item.end) for item in ranges.ranges], sorted(module_frames.restorers),
                                [(item.start, item.end) for item in maps.maps], writes, probes, STOP_BUDGET_S,
-                               use_sigchld, scratch)
+                               use_sigchld, scratch, precedence)
         first = stopped.started_ns if first is None else first
         if stopped.started_ns != first:
             stopped.phases = {"new threads": (stopped.started_ns - first) / 1000, **stopped.phases}

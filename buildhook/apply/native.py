@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from buildhook.apply import ptrace
 from buildhook.apply.threads import ThreadGroup
 
-ABI = 4
+ABI = 5
 LIBRARY = "libbuildhook-pause.so.1"  # setup.py builds it under this name
 RUNNING, STOPPED, GONE = 0, 1, 2
 UNCHECKED, CLEAN, PROBED, BUSY_PC, STACK_HIT, SIGNAL_FRAME, UNMAPPED, UNREADABLE = range(8)
@@ -51,7 +51,7 @@ class _Pause(ctypes.Structure):
                 ("nranges", ctypes.c_int32), ("nrestorers", ctypes.c_int32), ("nmaps", ctypes.c_int32),
                 ("nwrites", ctypes.c_int32), ("use_sigchld", ctypes.c_int32), ("result", ctypes.c_int32),
                 ("new_threads", ctypes.c_int32), ("error", ctypes.c_int32), ("failed_write", ctypes.c_int32),
-                ("late", ctypes.c_int32), ("task_fd", ctypes.c_int32), ("unused", ctypes.c_int32),
+                ("late", ctypes.c_int32), ("task_fd", ctypes.c_int32), ("precedence", ctypes.c_int32),
                 ("budget_ns", ctypes.c_int64), ("started_ns", ctypes.c_int64),
                 ("ended_ns", ctypes.c_int64), ("marks", ctypes.c_int64 * MARKS),
                 ("stack_buffer", ctypes.c_void_p), ("stack_buffer_size", ctypes.c_uint64),
@@ -213,25 +213,26 @@ def _array(kind: type, values: list[int]) -> ctypes.Array:
 
 def pause(group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int, ranges: list[tuple[int, int]],
           restorers: list[int], maps: list[tuple[int, int]], writes: list[tuple[int, bytes]] | None,
-          probes: dict[int, Probe], budget: float, use_sigchld: bool, scratch: Scratch | None = None) -> Stopped:
+          probes: dict[int, Probe], budget: float, use_sigchld: bool, scratch: Scratch | None = None,
+          precedence: bool = True) -> Stopped:
     """Stop every seized thread, check each, and (*writes* given, every thread clean) commit and detach.
 
     *ranges* and *maps* are sorted, disjoint [start, end) pairs.  The
     group's account is brought up to date whatever the result.
     """
     return _call("bh_pause", group, memory, memory_pid, ranges, restorers, maps, writes, probes, budget,
-                 use_sigchld, scratch)
+                 use_sigchld, scratch, precedence)
 
 
 def commit(group: ThreadGroup, memory: ptrace.ProcessMemory, writes: list[tuple[int, bytes]]) -> Stopped:
     """Make the *writes* and detach every stopped thread of a world Python holds and found clean."""
-    return _call("bh_commit", group, memory, group.pid, [], [], [], writes, {}, 0.0, False, None)
+    return _call("bh_commit", group, memory, group.pid, [], [], [], writes, {}, 0.0, False, None, False)
 
 
 def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_pid: int,
           ranges: list[tuple[int, int]], restorers: list[int], maps: list[tuple[int, int]],
           writes: list[tuple[int, bytes]] | None, probes: dict[int, Probe], budget: float,
-          use_sigchld: bool, scratch: Scratch | None) -> Stopped:
+          use_sigchld: bool, scratch: Scratch | None, precedence: bool) -> Stopped:
     native = library()
     assert native is not None
     tids = sorted(group.seized)
@@ -260,7 +261,7 @@ def _call(entry: str, group: ThreadGroup, memory: ptrace.ProcessMemory, memory_p
                   write_address=_array(ctypes.c_uint64, [address for address, _ in writes or []]),
                   write_size=_array(ctypes.c_uint64, [len(data) for _, data in writes or []]),
                   write_data=b"".join(data for _, data in writes or []),
-                  task_fd=scratch.task_fd if scratch else -1,
+                  task_fd=scratch.task_fd if scratch else -1, precedence=int(precedence),
                   stack_buffer=ctypes.cast(scratch.stack_buffer, ctypes.c_void_p) if scratch else None,
                   stack_buffer_size=len(scratch.stack_buffer) if scratch else 0)
     getattr(native, entry)(ctypes.byref(args))

@@ -6,7 +6,8 @@
  * clean).  This call then does only what the kernel makes any ptrace patcher do, plus a scan:
  *
  *   interrupt every running thread (Python holds real-time priority from before the first interrupt
- *   when the machine has no CPU to spare; else it is taken here once all have stopped: scheduling.py);
+ *   when the machine has no CPU to spare; else it is taken here once all have stopped, unless nothing
+ *   else runs at all: scheduling.py);
  *   wait for each (SIGCHLD or short sleeps, within a budget);
  *   read the task list once more (a thread started meanwhile: HELD, Python seizes it) from the folder
  *   Python opened; read every thread's registers, locate its live stack in the map, read all the
@@ -48,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BH_ABI 4  /* bump with any change to the structures below: native.py checks it */
+#define BH_ABI 5  /* bump with any change to the structures below: native.py checks it */
 
 enum { BH_RUNNING = 0, BH_STOPPED = 1, BH_GONE = 2 };
 enum {
@@ -114,7 +115,7 @@ struct bh_pause {
     int32_t failed_write;   /* out: index of the write that failed, or -1 */
     int32_t late;           /* out: threads that did not stop (BH_LATE) */
     int32_t task_fd;        /* /proc/PID/task opened by the caller (O_DIRECTORY), or -1 */
-    int32_t unused;
+    int32_t precedence;     /* 1: real-time priority once every thread has stopped (0: nothing else runs) */
     int64_t budget_ns;      /* how long the stop may wait for a thread */
     int64_t started_ns;     /* out: CLOCK_MONOTONIC before the first interrupt of this call */
     int64_t ended_ns;       /* out: after the last detach (BH_COMMITTED) or the checks */
@@ -543,7 +544,8 @@ static int stop_check_and_commit(struct bh_pause *p, struct precedence *preceden
     p->marks[BH_MARK_STOPPED] = now_ns();
     /* Every thread stopped: the rest waits for no one, so nothing else may take the CPU from it
      * (applier._precedence says why not before, on a machine with a CPU to spare). */
-    raise_precedence(precedence);
+    if (p->precedence)
+        raise_precedence(precedence);
     return check_and_commit(p);
 }
 
