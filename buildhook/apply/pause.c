@@ -550,7 +550,6 @@ static int stop_check_and_commit(struct bh_pause *p, struct precedence *preceden
 }
 
 /* The stopped world: the task list again, every thread's check, and the commit when all are clean. */
-
 static int check_and_commit(struct bh_pause *p)
 {
     p->new_threads = has_new_threads(p);
