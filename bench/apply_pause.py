@@ -745,8 +745,11 @@ def scale_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, 
                     log(f"FAILED {failure}")
                     break
             stats = pause_stats(reports)
+            slowest = max((c[k] for c in reports for k in ("apply", "revert")),
+                          key=lambda r: float(r.get("pause_us") or 0), default=None)
             points[str(threads)] = {"threads_seen": got, "failure": failure, "cpu_busy": busy_since(cpu),
-                                    **stats, **floor_stats(floors, stats["combined"]["pause_us"]["p50"])}
+                                    **stats, **floor_stats(floors, stats["combined"]["pause_us"]["p50"]),
+                                    "slowest": slowest}
             if failure:
                 break
         for conn in conns:  # idle connections still served: the threads are fine
@@ -925,6 +928,10 @@ def print_report(result: dict) -> None:
         print("  where the pause goes (median µs per phase, stops of the commonest kind):")
         for threads, point in scale["points"].items():
             print(f"  {threads:>7}  {phases_line(point['combined'])}")
+            slowest = point.get("slowest") or {}
+            if slowest.get("pause_phases_us"):
+                print(f"  {'':>7}  the slowest ({slowest['pause_us']:.0f} µs, {slowest['stop']}): "
+                      + " + ".join(f"{name} {us:.0f}" for name, us in slowest["pause_phases_us"].items()))
     print(f"\nload average at the end {', '.join(f'{x:.2f}' for x in result['loadavg_at_end'])}")
     print("\ngoals")
     for line, ok in goals(result):
