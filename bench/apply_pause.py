@@ -473,18 +473,26 @@ def slope(points: list[tuple[float, float]]) -> float | None:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / den if den else None
 
 
-def cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+def cpu_times() -> tuple[int, int, int]:
+    """(busy, total, stolen) jiffies of all CPUs, from /proc/stat (stolen: time the hypervisor ran
+    someone else while a vCPU of this machine wanted to run; counted in busy too)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    return sum(fields[:8]) - idle, sum(fields[:8]), fields[7] if len(fields) > 7 else 0
 
 
-def busy_since(before: tuple[int, int]) -> float:
+def busy_since(before: tuple[int, int, int]) -> float:
     """Fraction of all CPUs busy (anyone: this benchmark included) since *before*."""
     after = cpu_times()
     total = after[1] - before[1]
     return round((after[0] - before[0]) / total, 3) if total else 0.0
+
+
+def stolen_since(before: tuple[int, int, int]) -> float:
+    """Fraction of all CPU time the hypervisor took since *before*: a noisy host, not this machine."""
+    after = cpu_times()
+    total = after[1] - before[1]
+    return round((after[2] - before[2]) / total, 4) if total else 0.0
 
 
 def machine() -> dict[str, object]:
@@ -640,6 +648,7 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
                 log(f"  {i + 1} cycles")
         cyc_end = time.monotonic_ns()
         out["cpu_busy_during"] = busy_since(cpu)
+        out["cpu_stolen_during"] = stolen_since(cpu)
         log(f"{args.duration:g} s more without patching")
         cpu = cpu_times()
         after_start = time.monotonic_ns()
@@ -748,6 +757,7 @@ def scale_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, 
             slowest = max((c[k] for c in reports for k in ("apply", "revert")),
                           key=lambda r: float(r.get("pause_us") or 0), default=None)
             points[str(threads)] = {"threads_seen": got, "failure": failure, "cpu_busy": busy_since(cpu),
+                                    "cpu_stolen": stolen_since(cpu),
                                     **stats, **floor_stats(floors, stats["combined"]["pause_us"]["p50"]),
                                     "slowest": slowest}
             if failure:
@@ -897,7 +907,8 @@ def print_report(result: dict) -> None:
             print(f"  during/without           {'':>9} {d['p50'] / w['p50']:>7.2f}x {d['p99'] / w['p99']:>7.2f}x "
                   f"{d['p99.9'] / w['p99.9']:>7.2f}x")
         print(f"  machine CPUs busy (everyone, this benchmark included): {load['cpu_busy_without']:.0%} without, "
-              f"{load['cpu_busy_during']:.0%} during")
+              f"{load['cpu_busy_during']:.0%} during (stolen by the host during: "
+              f"{load.get('cpu_stolen_during', 0):.1%})")
         print(f"\n  client requests {load['client_requests']}, client errors {load['client_errors']}")
         for sample in load["client_error_samples"]:
             print(f"    {sample}")
@@ -915,13 +926,13 @@ def print_report(result: dict) -> None:
         jumps = ", ".join(f"{j['name']} {j['address']:#x}" for j in scale.get("jumps", []))
         print(f"  (the floor: interrupt, wait, registers, live stacks, 8 bytes at {jumps}, detach)")
         print("  threads   cycles  pause p50  pause p99  pause max  floor p50  floor p99  floor max  ratio"
-              "   apply total p50   CPUs busy")
+              "   apply total p50   CPUs busy   stolen")
         for threads, point in scale["points"].items():
             c, f = point["combined"]["pause_us"], point["floor"]["pause_us"]
             print(f"  {threads:>7} {point['cycles']:>8} {fmt(c['p50']):>7} µs {fmt(c['p99']):>7} µs "
                   f"{fmt(c['max']):>7} µs {fmt(f['p50']):>7} µs {fmt(f['p99']):>7} µs {fmt(f['max']):>7} µs "
                   f"{fmt(point['ratio'], 2):>6} {fmt(point['apply']['total_ms']['p50'], 1):>14} ms "
-                  f"{point['cpu_busy']:>10.0%}"
+                  f"{point['cpu_busy']:>10.0%} {point.get('cpu_stolen', 0):>8.1%}"
                   + (f"   FAILURE: {point['failure']}" if point["failure"] else ""))
         print(f"  slope (least squares over p50): pause {fmt(scale['slope_us_per_thread'], 1)} µs/thread, "
               f"floor {fmt(scale['floor_slope_us_per_thread'], 1)} µs/thread")
