@@ -28,7 +28,7 @@ import os
 import signal
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple, TypeVar
 
@@ -1042,8 +1042,6 @@ class _Stop:
     deadline: float
     timeout: float
     scratch: native.Scratch | None  # with the native pause
-    phases: dict[str, float] = field(default_factory=dict)  # of the last native call
-    precedence_in_pause: bool = True  # pause.c takes real-time priority once all have stopped
 
     def attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
         """Committed; or (busy threads, seconds held) when the world went on because of them; or None
@@ -1051,22 +1049,22 @@ class _Stop:
 
         On a machine with no CPU to spare the whole attempt runs at real-time priority, from before
         the first interrupt to the last detach, the precise look in Python included (scheduling.py);
-        otherwise only from the moment every thread has stopped (_precedence), and on a machine where
-        nothing else runs not at all."""
+        otherwise only from the moment every thread has stopped (scheduling.precedence), and on a
+        machine where nothing else runs not at all."""
         others = scheduling.others_running()
-        self.precedence_in_pause = not scheduling.nobody_else_running(others)
-        with _precedence() if scheduling.no_cpu_to_spare(others) else contextlib.nullcontext():
-            return self._attempt()
+        with scheduling.precedence() if scheduling.no_cpu_to_spare(others) else contextlib.nullcontext():
+            return self._attempt(not scheduling.nobody_else_running(others))
 
-    def _attempt(self) -> _Committed | tuple[list[BusyThread], float] | None:
+    def _attempt(self, precedence_in_pause: bool) -> _Committed | tuple[list[BusyThread], float] | None:
         session = self.session
+        phases: dict[str, float] = {}  # of the native call
         try:
             if self.fast:
                 one_call = self.in_stop is None and self.frames.switches_stacks is None
                 stopped = _stop_native(session, self.ranges, self.frames, self.maps, self.probes,
-                                       self.writes if one_call else None, self.scratch, self.precedence_in_pause)
+                                       self.writes if one_call else None, self.scratch, precedence_in_pause)
                 first_stop = stopped.started_ns
-                self.phases = stopped.phases
+                phases = stopped.phases
                 if stopped.result == native.COMMITTED:
                     return _Committed((stopped.ended_ns - first_stop) / 1000, "native", stopped.phases)
                 registers, stacks = stopped.registers, stopped.stacks
@@ -1080,14 +1078,14 @@ class _Stop:
             if time.monotonic() >= self.deadline:
                 raise ApplyRefused(f"{exc} (tried for {self.timeout:g} s); nothing was changed") from exc
             return None
-        with _precedence():  # every thread is stopped: the rest of the pause waits for no one
-            return self._check_and_commit(first_stop, registers, stacks, unclear)
+        with scheduling.precedence():  # every thread is stopped: the rest of the pause waits for no one
+            return self._check_and_commit(first_stop, registers, stacks, unclear, phases)
 
     def _check_and_commit(self, first_stop: int, registers: dict[int, ptrace.Registers],
-                          stacks: dict[int, tuple[int, int]],
-                          unclear: set[int]) -> _Committed | tuple[list[BusyThread], float]:
+                          stacks: dict[int, tuple[int, int]], unclear: set[int],
+                          phases: dict[str, float]) -> _Committed | tuple[list[BusyThread], float]:
         """The world held: the threads not yet cleared looked at precisely, then the commit, or the world
-        let go."""
+        let go.  *phases*: the native call's, to which the precise look and the commit are added."""
         session = self.session
         if len(stacks) != len(registers):
             self.maps = MapIndex(read_maps(session.pid))  # a new thread's stack: the map changed
@@ -1116,31 +1114,9 @@ class _Stop:
             session.group.detach_all()
             return _Committed((time.perf_counter_ns() - first_stop) / 1000, "python", {})
         done = _commit_native(session, self.writes)
-        looked = (done.started_ns - first_stop) / 1000 - sum(self.phases.values())
+        looked = (done.started_ns - first_stop) / 1000 - sum(phases.values())
         return _Committed((done.ended_ns - first_stop) / 1000, "native+python",
-                          {**self.phases, "python": looked, **done.phases})
-
-
-@contextlib.contextmanager
-def _precedence() -> Iterator[None]:
-    """Real-time priority (SCHED_FIFO 1) for this thread while it holds every thread of the target.
-
-    The pause is whatever the applier takes between the first interrupt and
-    the last detach; on a loaded machine a thread at normal priority waits
-    for a CPU at every step of the check, with the whole target stopped
-    meanwhile (kvd under load, bench/RESULTS.md: the median pause more than
-    halved).  Only once every thread has stopped: the target's threads are
-    then kept from nothing, whereas while they are still on their way to
-    the stop, an applier woken at real-time priority by each one takes the
-    CPU another needs (the pause of an idle kvd grew by a quarter so).
-    pause.c does the same in C around its own check and commit; on a
-    machine with no CPU to spare the whole attempt is held so (_Stop.attempt;
-    scheduling.py says why the two cases differ).  Already at real-time
-    priority, nothing changes.  Without
-    the right to (not root, no RLIMIT_RTPRIO) the applier runs as it is.
-    """
-    with scheduling.precedence():
-        yield
+                          {**phases, "python": looked, **done.phases})
 
 
 def _stop_native(session: _Session, ranges: RangeSet, module_frames: ModuleFrames, maps: MapIndex,

@@ -24,7 +24,7 @@ from buildhook.apply.applier import (
     patch_status,
     revert_patch,
 )
-from buildhook.apply import native, scheduling
+from buildhook.apply import native
 from buildhook.apply.inject import InjectionError
 from buildhook.apply.preflight import TargetUnsuitable
 from buildhook.apply.process import ProcessError
@@ -205,7 +205,6 @@ def dispatch(args: argparse.Namespace, program: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    scheduling.step_aside()
     parser = argparse.ArgumentParser(prog="buildhook-apply", description="Apply buildhook .po patches to "
                                      "running processes.")
     add_arguments(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))

@@ -543,7 +543,7 @@ static int stop_check_and_commit(struct bh_pause *p, struct precedence *preceden
     }
     p->marks[BH_MARK_STOPPED] = now_ns();
     /* Every thread stopped: the rest waits for no one, so nothing else may take the CPU from it
-     * (applier._precedence says why not before, on a machine with a CPU to spare). */
+     * (scheduling.precedence says why not before, on a machine with a CPU to spare). */
     if (p->precedence)
         raise_precedence(precedence);
     return check_and_commit(p);

@@ -21,7 +21,7 @@ before the pause, and a thread held by an applier starved of CPU would
 stall its clients far longer).
 
 ``precedence`` is the other direction: SCHED_FIFO while every thread of
-the target is stopped (applier._precedence says why), then the policy
+the target is stopped (``precedence`` says why), then the policy
 before; the slice asked for survives the round trip.  pause.c does the
 same in C.  When ``no_cpu_to_spare``, the applier holds it from before
 its first interrupt to its last detach: on a busy machine, a thread of
@@ -84,7 +84,16 @@ def step_aside() -> bool:
 def precedence() -> Iterator[None]:
     """SCHED_FIFO 1 for this thread inside, then its policy before (the slice it asked for stays); a
     thread at real-time priority already, or without the right to (not root, no RLIMIT_RTPRIO), runs
-    as it is."""
+    as it is.
+
+    For the applier's thread while it holds every thread of the target.  The pause is whatever the
+    applier takes between the first interrupt and the last detach; on a loaded machine a thread at
+    normal priority waits for a CPU at every step of the check, with the whole target stopped
+    meanwhile (kvd under load, bench/RESULTS.md: the median pause more than halved).  On a machine
+    with a CPU to spare only once every thread has stopped: the target's threads are then kept from
+    nothing, whereas while they are still on their way to the stop, an applier woken at real-time
+    priority by each one takes the CPU another needs (the pause of an idle kvd grew by a quarter so).
+    """
     try:
         before = os.sched_getscheduler(0), os.sched_getparam(0)
         if before[0] in (os.SCHED_FIFO, os.SCHED_RR):
