@@ -1,12 +1,14 @@
 """How the applier shares the CPUs (buildhook/apply/scheduling.py, pause.c): it asks for the shortest slice,
-takes real-time priority only for the stop (from before the first interrupt when the machine has no CPU to
-spare) and gives back what it had, the short slice included.  Every process a test starts is stopped
-by PID."""
+runs at the lowest weight until it holds the target (never holding a thread so, nor longer than its
+budget), takes real-time priority only for the stop (from before the first interrupt when the machine
+has no CPU to spare) and gives back what it had, the short slice included.  Every process a test starts
+is stopped by PID."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,7 +45,7 @@ def short_slice() -> Iterator[None]:
     """This thread with the applier's short slice, as the CLI sets it; the default slice again after."""
     before = attributes()  # the slice reported is the kernel's default one (1.4 ms here), or 0 before 6.12
     assert before[:2] == (scheduling.SCHED_OTHER, 0), "the test runner's thread must start as a normal task"
-    if not scheduling.step_aside() or attributes()[2] != scheduling.SHORT_SLICE_NS:
+    if not scheduling.short_slice() or attributes()[2] != scheduling.SHORT_SLICE_NS:
         pytest.skip("this kernel takes no slice request (sched_setattr sched_runtime: Linux 6.12 and later)")
     try:
         yield
@@ -52,7 +54,7 @@ def short_slice() -> Iterator[None]:
     assert attributes() == before
 
 
-def test_step_aside_asks_for_the_least_slice(short_slice: None) -> None:
+def test_short_slice_asks_for_the_least_slice(short_slice: None) -> None:
     assert attributes() == (scheduling.SCHED_OTHER, 0, scheduling.SHORT_SLICE_NS)
 
 
@@ -82,18 +84,19 @@ def test_precedence_is_real_time_inside_and_the_slice_again_after(short_slice: N
 
 
 def test_the_applier_cli_runs_with_the_short_slice(tmp_path: Path) -> None:
-    """`buildhook status` (an applier command) in a child that reports its own slice afterwards."""
+    """`buildhook status` (an applier command) in a child that reports its own slice and nice afterwards."""
     program = start_program("syscalls", tmp_path)
     try:
         assert program.read_line() == "ready syscalls v1"
-        probe = ("import sys\nfrom buildhook import cli\nfrom buildhook.apply import scheduling\n"
+        probe = ("import os, sys\nfrom buildhook import cli\nfrom buildhook.apply import scheduling\n"
                  f"status = cli.main(['status', '--pid', '{program.process.pid}'])\n"
-                 "print(status, scheduling._get().runtime)\n")
+                 "print(status, scheduling._get().runtime, os.getpriority(os.PRIO_PROCESS, 0))\n")
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                               env=program.env, check=True)
-        status, runtime = done.stdout.split()[-2:]
+        status, runtime, nice = done.stdout.split()[-3:]
         assert status == "0"
-        taken = scheduling.step_aside() and attributes()[2] == scheduling.SHORT_SLICE_NS  # by this kernel?
+        assert nice == str(scheduling.DEFER_NICE), "status only reads the target: it defers throughout"
+        taken = scheduling.short_slice() and attributes()[2] == scheduling.SHORT_SLICE_NS  # by this kernel?
         default_slice()
         if not taken:
             pytest.skip("this kernel takes no slice request")
@@ -115,3 +118,71 @@ def test_a_machine_with_every_cpu_busy_has_no_cpu_to_spare() -> None:
         for hog in hogs:
             hog.kill()
             hog.wait(10)
+
+
+# -- deferring: the lowest weight until the applier holds the target ----------------------------
+
+DEFERRING = """
+import os, sys, threading, time
+from buildhook.apply import scheduling
+from buildhook.apply.threads import ThreadGroup
+
+def nice():
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+def seize_and_report(pid):
+    group = ThreadGroup(pid)
+    group.seize_all()
+    try:
+        print("seized at", nice(), "threads", threading.active_count(), "deferred", scheduling.deferred_seconds() > 0)
+    finally:
+        group.detach_all()
+"""
+
+
+def run_deferring(code: str, target: int = 0, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Run *code* after DEFERRING in a child Python (under *prefix*, e.g. setpriv); its output lines."""
+    done = subprocess.run([*prefix, sys.executable, "-c", DEFERRING + code, str(target)], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """A process to seize (sleep), stopped by PID afterwards."""
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_the_applier_defers_until_it_seizes_and_holds_at_its_normal_weight(sleeper: int) -> None:
+    """step_aside (the CLI's first call): nice 19 while the applier only reads; nice 0 from its first
+    seize on, with the budget's timer thread gone (no second thread to take the SIGCHLDs of a stop)."""
+    lines = run_deferring("scheduling.step_aside()\nprint('reading at', nice())\nseize_and_report(int(sys.argv[1]))\n",
+                          sleeper)
+    assert lines == [f"reading at {scheduling.DEFER_NICE}", "seized at 0 threads 1 deferred True"]
+
+
+def test_deferring_ends_after_its_budget_even_without_a_seize() -> None:
+    lines = run_deferring("print(scheduling.defer(0.2), nice())\ntime.sleep(1.5)\nprint(nice())\n")
+    assert lines == [f"True {scheduling.DEFER_NICE}", "0"]
+
+
+def test_an_operators_nice_is_kept_until_the_applier_holds_the_target(sleeper: int) -> None:
+    """`nice -n 5 buildhook apply`: the operator's nice while it reads, no budget; nice 0 to hold."""
+    lines = run_deferring("os.nice(5)\nprint(scheduling.defer(0.2), nice())\ntime.sleep(0.5)\nprint(nice())\n"
+                          "seize_and_report(int(sys.argv[1]))\n", sleeper)
+    assert lines == ["True 5", "5", "seized at 0 threads 1 deferred True"]
+
+
+def test_no_deferring_without_the_right_to_come_back() -> None:
+    """Without CAP_SYS_NICE (and RLIMIT_NICE 0), a thread cannot lower its nice again: it does not defer."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is not installed")
+    lines = run_deferring("print(scheduling.defer(), nice())\n", prefix=("setpriv", "--bounding-set=-sys_nice",
+                                                                     "--inh-caps=-sys_nice"))
+    assert lines == ["False 0"]

@@ -151,12 +151,13 @@ class ApplyReport:
     migrations: list[dict[str, object]] = field(default_factory=list)  # what became of each migrated variable
     stop: str = ""  # how the world was stopped: "native", "native+python" (a thread looked at precisely), "python"
     pause_phases_us: dict[str, float] = field(default_factory=dict)  # the pause by phase, in order (native stops)
+    deferred_ms: float = 0.0  # how long this applier ran at the lowest weight before it seized (scheduling.defer)
 
     def to_json(self) -> dict[str, object]:
         return {"pid": self.pid, "result": self.result, "patch_id": self.patch_id, "functions": self.functions,
                 "pause_us": round(self.pause_us, 1), "total_ms": round(self.total_ms, 2), "retries": self.retries,
                 "stop": self.stop, "pause_phases_us": {name: round(us, 1) for name, us in self.pause_phases_us.items()},
-                "hooks": self.hooks, "migrations": self.migrations}
+                "deferred_ms": round(self.deferred_ms, 1), "hooks": self.hooks, "migrations": self.migrations}
 
 
 class _Session:
@@ -842,7 +843,8 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
         return [ApplyReport(pid, "applied", member.patch.patch_id,
                             [gate.name for gate in member.planned if gate.kind == "replaced"], committed.pause_us,
                             total_ms, retries, *((hooks, migrated) if member is members[0] else ([], [])),
-                            stop=committed.path, pause_phases_us=committed.phases)
+                            stop=committed.path, pause_phases_us=committed.phases,
+                            deferred_ms=scheduling.deferred_seconds() * 1000)
                 for member in members]
     finally:
         session.close()
@@ -1300,7 +1302,8 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
         total_ms = (time.perf_counter() - started) * 1000
         return [ApplyReport(pid, "reverted", patch.patch_id, [f.name for f in patch.replaced_functions],
                             committed.pause_us, total_ms, retries, hooks, stop=committed.path,
-                            pause_phases_us=committed.phases) for patch in members]
+                            pause_phases_us=committed.phases, deferred_ms=scheduling.deferred_seconds() * 1000)
+                for patch in members]
     finally:
         session.close()
 

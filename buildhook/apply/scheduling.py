@@ -15,10 +15,10 @@ as before, but it gives a woken service thread the CPU sooner (kvd's
 clients under load, p99.9 during patching: 4.0–4.2 ms with it, 4.9–5.0
 without; most of what is left comes with starting the applier's Python
 process at all, bench/RESULTS.md).
-Older kernels ignore the request; nothing else changes (no nice value, no
-idle policy: the applier also holds single threads stopped for a moment
-before the pause, and a thread held by an applier starved of CPU would
-stall its clients far longer).
+Older kernels ignore the request.  No idle policy at any time, and no
+low weight once the applier holds anything (``defer``): it holds single
+threads stopped for a moment before the pause, and a thread held by an
+applier starved of CPU would stall its clients far longer.
 
 ``precedence`` is the other direction: SCHED_FIFO while every thread of
 the target is stopped (``precedence`` says why), then the policy
@@ -32,6 +32,24 @@ priority), and so does one that gives it up between the native check
 and the precise look in Python.  With a CPU to spare it waits until every
 thread has stopped: woken at that priority by each stop, the applier
 would take the CPU the next thread needs to reach its own.
+
+``defer`` is the third part.  Until the applier holds anything of the
+target, its work (its imports, the .po and the ELF tables: most of its
+CPU) is wanted by nobody soon, so it runs at the lowest weight (nice 19):
+on a machine the service keeps busy it then takes a CPU when the service
+leaves one, and the service's threads are not queued behind it (numbers
+in bench/RESULTS.md).  Its weight comes back the moment it is to hold a
+thread (``ThreadGroup`` calls ``stop_deferring`` before every seize): it
+never holds a thread of the target stopped at the lowest weight.  Nor
+does it wait without end on a machine with no CPU to spare: after
+``DEFER_BUDGET_S`` its weight comes back anyway.  It defers only when it
+can come back (a normal task at nice 0 with the right to lower its nice
+again: root, CAP_SYS_NICE, or RLIMIT_NICE); a chrt policy or a negative
+nice is left as it is, and is the way to apply at full weight on a busy
+machine (``nice -n -1 buildhook apply ...``).  The interpreter's own
+start comes before any of this; ``nice -n 19 buildhook apply ...`` makes
+that gentle too: the applier keeps an operator's positive nice, with no
+budget, until its first seize, and holds the target at nice 0.
 """
 
 from __future__ import annotations
@@ -39,12 +57,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
+import signal
+import threading
+import time
 from collections.abc import Iterator
 
 SYS_SCHED_SETATTR = 314  # x86-64
 SYS_SCHED_GETATTR = 315
 SCHED_OTHER, SCHED_FIFO = 0, 1
 SHORT_SLICE_NS = 100_000  # the kernel's least (it clamps to 0.1–100 ms)
+DEFER_NICE = 19  # the lowest weight a normal task can have (15 against nice 0's 1024)
+DEFER_BUDGET_S = 5.0  # the longest the applier defers before it has its normal weight back
+CAP_SYS_NICE = 23
 
 
 class _Attr(ctypes.Structure):
@@ -70,14 +95,117 @@ def _set(attr: _Attr) -> bool:
     return _libc.syscall(SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0) == 0
 
 
-def step_aside() -> bool:
-    """The shortest slice for this thread, if it runs as a normal task (an operator's chrt or nice
-    stays as it is); True if the kernel took it.  Threads started later inherit it."""
+def step_aside() -> None:
+    """What the applier's command asks first, before its imports: the shortest slice, and the lowest
+    weight until it holds the target (``defer``)."""
+    short_slice()
+    defer()
+
+
+def short_slice() -> bool:
+    """The shortest slice for this thread, if it runs as a normal task (an operator's chrt stays as
+    it is); True if the kernel took it.  Threads started later inherit it."""
     attr = _get()
     if attr is None or attr.policy != SCHED_OTHER:
         return False
     attr.runtime = SHORT_SLICE_NS
     return _set(attr)
+
+
+class _Deferral:
+    """This thread at a nice above 0 since ``started`` (19, or an operator's); ``end`` gives it nice 0.
+    With a budget, a timer thread ends it after that long unless ``end`` came first."""
+
+    def __init__(self, budget: float | None) -> None:
+        self.tid = threading.get_native_id()
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._timer: threading.Thread | None = None
+        if budget is None:
+            return
+        self._timer = threading.Thread(target=self._wait, args=(budget,), name="buildhook-defer", daemon=True)
+        # The timer takes no signal (it inherits this mask): a SIGCHLD it took would be lost to
+        # threads.py's sigtimedwait, an operator's ^C would not reach the main thread's handler.
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._timer.start()  # before the nice is lowered: the timer wakes at the weight it had
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+    def _wait(self, budget: float) -> None:
+        if not self._done.wait(budget):
+            self.end()
+
+    def end(self) -> None:
+        """Nice 0 again for the deferring thread (once); the timer stopped and joined when called by
+        another thread than it."""
+        with self._lock:
+            if self.ended is None:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, self.tid, 0)
+                self.ended = time.monotonic()
+        self._done.set()
+        if self._timer is not None and threading.current_thread() is not self._timer:
+            self._timer.join(1.0)
+
+
+_deferral: _Deferral | None = None
+_deferred_s = 0.0
+
+
+def defer(budget: float = DEFER_BUDGET_S) -> bool:
+    """This thread at the lowest weight (nice 19) until ``stop_deferring`` or *budget* seconds, if it
+    runs as a normal task at nice 0 and may come back to it; True if it does.  Started at a nice
+    above 0 (an operator's ``nice``), it keeps that nice until ``stop_deferring``, then holds the
+    target at nice 0 like any other applier (when it may)."""
+    global _deferral
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's (Linux)
+        if _deferral is not None or os.sched_getscheduler(0) != os.SCHED_OTHER or nice < 0 \
+                or not _may_raise_nice_to(0):
+            return False
+        if nice > 0:
+            _deferral = _Deferral(None)
+            return True
+        deferral = _Deferral(budget)
+        os.setpriority(os.PRIO_PROCESS, deferral.tid, DEFER_NICE)
+    except OSError:
+        return False
+    _deferral = deferral
+    return True
+
+
+def stop_deferring() -> None:
+    """The normal weight back, now: called before the applier holds a thread of the target."""
+    global _deferral, _deferred_s
+    deferral, _deferral = _deferral, None
+    if deferral is not None:
+        deferral.end()
+        assert deferral.ended is not None
+        _deferred_s = deferral.ended - deferral.started
+
+
+def deferred_seconds() -> float:
+    """How long this process deferred (at the lowest weight), once it has stopped; 0 if it never did."""
+    return _deferred_s
+
+
+def _may_raise_nice_to(nice: int) -> bool:
+    """Could this thread set its nice back to *nice* after lowering it?  With CAP_SYS_NICE, or when
+    RLIMIT_NICE allows that value (its limit *r* allows nice values down to 20 - r)."""
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"CapEff:"):
+                    if int(line.split()[1], 16) >> CAP_SYS_NICE & 1:
+                        return True
+                    break
+        soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    return soft == resource.RLIM_INFINITY or 20 - soft <= nice
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Self
 
-from buildhook.apply import ptrace
+from buildhook.apply import ptrace, scheduling
 from buildhook.apply.process import ProcessError, task_file, thread_ids, thread_state
 
 STOP_BUDGET_S = 0.020
@@ -202,6 +202,7 @@ class ThreadGroup:
 
     def _seize(self, tid: int) -> bool:
         """Seize one thread; False if it has ended or is an exited (zombie) main thread."""
+        scheduling.stop_deferring()  # whatever holds a thread of the target follows a seize: never deferring
         try:
             ptrace.seize(tid)
         except ptrace.PtraceError as exc:

@@ -20,7 +20,8 @@ import buildhook
 # The applier's modules, relative to the buildhook package (see the import test).
 APPLIER_FILES = ("__init__.py", "apply", "po/__init__.py", "po/format.py", "po/names.py", "po/reader.py",
                  "elf/__init__.py", "elf/buildid.py", "elf/dynsym.py")
-# The slice is set before the applier's imports (scheduling.step_aside: they are much of its CPU).
+# The slice and the lowest weight are asked for before the applier's imports (scheduling.step_aside: they
+# are much of its CPU).
 MAIN = ("import sys\nfrom buildhook.apply.scheduling import step_aside\nstep_aside()\n"
         "from buildhook.apply.cli import main\nsys.exit(main())\n")
 
