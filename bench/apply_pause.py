@@ -14,14 +14,18 @@ millisecond and report it"):
 3. ``--clients`` (8) client processes, one connection each (kvd: one thread
    per connection), run SET/GET/INCR/GET request-response loops and check
    every reply; any wrong or missing reply, exception or dropped connection
-   is an error.  Client latency is measured for ``--duration`` seconds with
-   no patching, then during ``--cycles`` apply/revert cycles, each one
-   ``buildhook apply X.po --pid P --json`` and ``buildhook revert --pid P
-   --json`` run as subprocesses (as an operator would), collecting
-   ``pause_us``, ``total_ms`` and ``retries``; then ``--duration`` seconds
-   more without patching, and as long a *control*: ``buildhook apply
-   --help`` started as often as the cycles started the applier, touching
-   nothing (what merely starting the applier costs the clients here).
+   is an error.  Client latency is then measured in ``--rounds`` (5)
+   rounds, each of three windows, so that all three see the same drift of
+   the machine: ``--duration``/rounds seconds with no patching;
+   ``--cycles``/rounds apply/revert cycles, each one ``buildhook apply X.po
+   --pid P --json`` and ``buildhook revert --pid P --json`` run as
+   subprocesses (as an operator would), collecting ``pause_us``,
+   ``total_ms``, ``deferred_ms`` and ``retries``; and as long a *control*:
+   ``buildhook apply --help`` started as often as that round's cycles
+   started the applier, touching nothing (what merely starting the
+   applier costs the clients here).  The applier defers (nice 19 until it
+   seizes); ``--nice N`` runs the cycles and the control as ``nice -n N
+   buildhook ...``, which makes the interpreter's own start gentle too.
 4. The clients stop; the 1000 keys, each client's last SET values and INCR
    counter are checked against what the clients did.
 5. Pause against thread count, no load: a fresh kvd with 1, 8 and 32 idle
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import datetime
 import json
 import multiprocessing
@@ -337,12 +342,12 @@ def run_cli(argv: list[str], env: dict[str, str]) -> tuple[dict, float]:
     return report, wall_ms
 
 
-def cycle(cli: str, po: Path, pid: int, env: dict[str, str]) -> dict:
-    """One apply + revert; returns both reports (with wall times)."""
-    applied, apply_wall = run_cli([cli, "apply", str(po), "--pid", str(pid), "--json"], env)
+def cycle(applier: list[str], po: Path, pid: int, env: dict[str, str]) -> dict:
+    """One apply + revert with *applier* (``[buildhook]``, or under ``nice``); both reports, with wall times."""
+    applied, apply_wall = run_cli([*applier, "apply", str(po), "--pid", str(pid), "--json"], env)
     if applied.get("result") != "applied":
         raise CliFailure(f"apply said {applied}")
-    reverted, revert_wall = run_cli([cli, "revert", "--pid", str(pid), "--json"], env)
+    reverted, revert_wall = run_cli([*applier, "revert", "--pid", str(pid), "--json"], env)
     if reverted.get("result") != "reverted":
         raise CliFailure(f"revert said {reverted}")
     return {"apply": dict(applied, wall_ms=apply_wall), "revert": dict(reverted, wall_ms=revert_wall)}
@@ -481,6 +486,18 @@ def cpu_times() -> tuple[int, int, int]:
     return sum(fields[:8]) - idle, sum(fields[:8]), fields[7] if len(fields) > 7 else 0
 
 
+def cpu_delta(before: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The (busy, total, stolen) jiffies since *before* (a ``cpu_times``)."""
+    now = cpu_times()
+    return now[0] - before[0], now[1] - before[1], now[2] - before[2]
+
+
+def cpu_shares(deltas: list[tuple[int, int, int]]) -> tuple[float, float]:
+    """The busy and the stolen shares of all CPU time in *deltas* (``cpu_delta``s) taken together."""
+    busy, total, stolen = (sum(d[k] for d in deltas) for k in range(3))
+    return (round(busy / total, 3), round(stolen / total, 4)) if total else (0.0, 0.0)
+
+
 def busy_since(before: tuple[int, int, int]) -> float:
     """Fraction of all CPUs busy (anyone: this benchmark included) since *before*."""
     after = cpu_times()
@@ -617,50 +634,48 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         log(f"kvd v1.0 pid {kvd.pid} on port {kvd.port}: {PRELOAD_KEYS} keys loaded; functional check")
         out["functional_check"] = functional_check(kvd, cli, po, env)
         log(f"  {out['functional_check']}")
-        hard_limit = 2 * args.duration + args.cycles * 10 + 120
+        applier = ["nice", "-n", str(args.nice), cli] if args.nice is not None else [cli]
+        hard_limit = 3 * args.duration + args.cycles * 15 + 120
         load = LoadGenerator(kvd.port, args.clients, work, hard_limit, args.rate)
         load.start()
         out["kvd_threads_under_load"] = kvd.wait_threads(args.clients + 1)
-        log(f"{args.clients} clients connected (kvd has {out['kvd_threads_under_load']} threads); "
-            f"warm-up 1 s, then {args.duration:g} s without patching")
+        log(f"{args.clients} clients connected (kvd has {out['kvd_threads_under_load']} threads); warm-up 1 s, "
+            f"then {args.rounds} rounds of: {args.duration / args.rounds:g} s without patching, "
+            f"{args.cycles // args.rounds} apply/revert cycles, {args.duration / args.rounds:g} s of the control "
+            "(apply --help started as often as the cycles started the applier, touching nothing)")
         time.sleep(1.0)
-        cpu = cpu_times()
-        base_start = time.monotonic_ns()
-        time.sleep(args.duration)
-        base_end = time.monotonic_ns()
-        out["cpu_busy_without"] = busy_since(cpu)
-        log(f"{args.cycles} apply/revert cycles under load")
+        windows: dict[str, list[tuple[int, int]]] = {"without": [], "during": [], "control": []}
+        cpu_of: dict[str, list[tuple[int, int, int]]] = {name: [] for name in windows}
         cycles: list[dict] = []
         failure = None
-        cpu = cpu_times()
-        cyc_start = time.monotonic_ns()
-        for i in range(args.cycles):
-            try:
-                cycles.append(cycle(cli, po, kvd.pid, env))
-            except CliFailure as exc:
-                failure = f"cycle {i}: {exc}"
-                log(f"FAILED {failure}")
+        out["control_starts"] = 0
+        for round_ in range(args.rounds):
+            cpu, started = cpu_times(), time.monotonic_ns()
+            time.sleep(args.duration / args.rounds)
+            windows["without"].append((started, time.monotonic_ns()))
+            cpu_of["without"].append(cpu_delta(cpu))
+            cpu, started = cpu_times(), time.monotonic_ns()
+            for i in range(args.cycles // args.rounds):
+                try:
+                    cycles.append(cycle(applier, po, kvd.pid, env))
+                except CliFailure as exc:
+                    failure = f"round {round_}, cycle {i}: {exc}"
+                    log(f"FAILED {failure}")
+                    break
+                if not kvd.alive():
+                    failure = f"kvd exited ({kvd.exit_status()}) in round {round_}; stderr: {kvd.stderr_tail()}"
+                    break
+            ended = time.monotonic_ns()
+            windows["during"].append((started, ended))
+            cpu_of["during"].append(cpu_delta(cpu))
+            if failure:
                 break
-            if not kvd.alive():
-                failure = f"kvd exited ({kvd.exit_status()}) after cycle {i}; stderr: {kvd.stderr_tail()}"
-                break
-            if (i + 1) % 10 == 0:
-                log(f"  {i + 1} cycles")
-        cyc_end = time.monotonic_ns()
-        out["cpu_busy_during"] = busy_since(cpu)
-        out["cpu_stolen_during"] = stolen_since(cpu)
-        log(f"{args.duration:g} s more without patching")
-        cpu = cpu_times()
-        after_start = time.monotonic_ns()
-        time.sleep(args.duration)
-        after_end = time.monotonic_ns()
-        out["cpu_busy_without"] = round((out["cpu_busy_without"] + busy_since(cpu)) / 2, 3)  # type: ignore[operator]
-        starts_per_s = 2 * len(cycles) / ((cyc_end - cyc_start) / 1e9) if cycles else 0.0
-        log(f"{args.duration:g} s of the control: the applier started {starts_per_s:.1f} times a second, "
-            "touching nothing (apply --help)")
-        ctl_start = time.monotonic_ns()
-        out["control_starts"] = control_window(cli, env, args.duration, starts_per_s)
-        ctl_end = time.monotonic_ns()
+            starts_per_s = 2 * (args.cycles // args.rounds) / ((ended - started) / 1e9)
+            cpu, started = cpu_times(), time.monotonic_ns()
+            out["control_starts"] += control_window(applier, env, args.duration / args.rounds, starts_per_s)
+            windows["control"].append((started, time.monotonic_ns()))
+            cpu_of["control"].append(cpu_delta(cpu))
+            log(f"  round {round_ + 1}: {len(cycles)} cycles so far")
         load.stop()
         clients = load.results()
         load = None
@@ -668,31 +683,23 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         out["failure"] = failure
         out["cycles"] = cycles
         out["state"] = verify_state(kvd, clients, cli, env)
-        base_lat: list[float] = []
-        after_lat: list[float] = []
-        cyc_lat: list[float] = []
-        ctl_lat: list[float] = []
+        latencies: dict[str, list[float]] = {name: [] for name in windows}
+        spans = sorted((span, name) for name, spans_ in windows.items() for span in spans_)
         for client in clients:
             starts = array.array("q")
             starts.frombytes(client["starts"])
             lats = array.array("q")
             lats.frombytes(client["latencies"])
             for t0, lat in zip(starts, lats):
-                if base_start <= t0 < base_end:
-                    base_lat.append(lat / 1000)
-                elif cyc_start <= t0 < cyc_end:
-                    cyc_lat.append(lat / 1000)
-                elif after_start <= t0 < after_end:
-                    after_lat.append(lat / 1000)
-                elif ctl_start <= t0 < ctl_end:
-                    ctl_lat.append(lat / 1000)
-        out["baseline_seconds"] = (base_end - base_start + after_end - after_start) / 1e9
-        out["cycles_seconds"] = (cyc_end - cyc_start) / 1e9
-        out["client_latency_us"] = {"without": latency_summary(base_lat + after_lat),
-                                    "during": latency_summary(cyc_lat),
-                                    "without_before": latency_summary(base_lat),
-                                    "without_after": latency_summary(after_lat),
-                                    "control": latency_summary(ctl_lat)}
+                at = bisect.bisect_right(spans, ((t0, 1 << 62), "")) - 1
+                if at >= 0 and spans[at][0][0] <= t0 < spans[at][0][1]:
+                    latencies[spans[at][1]].append(lat / 1000)
+        for name, spans_ in windows.items():
+            out[f"{name}_seconds"] = sum(e - b for b, e in spans_) / 1e9
+            out[f"cpu_busy_{name}"], out[f"cpu_stolen_{name}"] = cpu_shares(cpu_of[name])
+        out["cycles_seconds"] = out["during_seconds"]
+        out["rounds"] = args.rounds
+        out["client_latency_us"] = {name: latency_summary(values) for name, values in latencies.items()}
         out["client_requests"] = sum(int(c["requests"]) for c in clients)
         out["client_errors"] = sum(int(c["error_count"]) for c in clients)
         out["client_error_samples"] = [f"client {c['index']}: {e}" for c in clients for e in c["errors"]][:20]
@@ -703,7 +710,7 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         kvd.stop()
 
 
-def control_window(cli: str, env: dict[str, str], seconds: float, per_second: float) -> int:
+def control_window(applier: list[str], env: dict[str, str], seconds: float, per_second: float) -> int:
     """Start ``buildhook apply --help`` *per_second* times a second for *seconds* (each waited for):
     the applier's process start and imports at the cycles' rate, with no target touched.  What the
     clients see then is what merely starting the applier costs them on this machine."""
@@ -712,7 +719,7 @@ def control_window(cli: str, env: dict[str, str], seconds: float, per_second: fl
         return 0
     started, count = time.monotonic(), 0
     while time.monotonic() - started < seconds:
-        subprocess.run([cli, "apply", "--help"], env=env, capture_output=True, timeout=CLI_TIMEOUT, check=True)
+        subprocess.run([*applier, "apply", "--help"], env=env, capture_output=True, timeout=CLI_TIMEOUT, check=True)
         count += 1
         delay = started + count / per_second - time.monotonic()
         if delay > 0:
@@ -747,7 +754,7 @@ def scale_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, 
             cpu = cpu_times()
             for i in range(args.scale_cycles):
                 try:
-                    reports.append(cycle(cli, po, kvd.pid, env))
+                    reports.append(cycle([cli], po, kvd.pid, env))
                     floors.append(floor_run(floor, kvd.pid, addresses))
                 except CliFailure as exc:
                     failure = f"{threads} threads, cycle {i}: {exc}"
@@ -796,6 +803,7 @@ def pause_stats(cycles: list[dict]) -> dict:
         return {"pause_us": summary([float(r["pause_us"]) for r in reports if r.get("pause_us") is not None]),
                 "total_ms": summary([float(r["total_ms"]) for r in reports]),
                 "wall_ms": summary([float(r["wall_ms"]) for r in reports]),
+                "deferred_ms": summary([float(r.get("deferred_ms", 0.0)) for r in reports]),
                 "retries": {"sum": sum(int(r.get("retries", 0)) for r in reports),
                             "max": max((int(r.get("retries", 0)) for r in reports), default=0)},
                 "stops": {path: sum(r.get("stop") == path for r in reports)
@@ -893,10 +901,9 @@ def print_report(result: dict) -> None:
         print_pauses(pause_stats(load["cycles"]))
         lat = load["client_latency_us"]
         print("\n  client latency µs          n      p50      p99    p99.9      max")
-        for name in ("without", "during", "without_before", "without_after", "control"):
+        for name in ("without", "during", "control"):
             s = lat[name]
             label = {"without": "without patching", "during": "during patching",
-                     "without_before": "  (before the cycles)", "without_after": "  (after the cycles)",
                      "control": "control: apply --help"}[name]
             if s["n"] == 0:
                 continue
@@ -906,9 +913,12 @@ def print_report(result: dict) -> None:
         if w["p50"] and d["p50"]:
             print(f"  during/without           {'':>9} {d['p50'] / w['p50']:>7.2f}x {d['p99'] / w['p99']:>7.2f}x "
                   f"{d['p99.9'] / w['p99.9']:>7.2f}x")
-        print(f"  machine CPUs busy (everyone, this benchmark included): {load['cpu_busy_without']:.0%} without, "
-              f"{load['cpu_busy_during']:.0%} during (stolen by the host during: "
-              f"{load.get('cpu_stolen_during', 0):.1%})")
+        print(f"  ({load['rounds']} rounds, each: without, the cycles, the control; "
+              f"{load['without_seconds']:.0f} / {load['during_seconds']:.0f} / {load['control_seconds']:.0f} s)")
+        print("  machine CPUs busy (everyone, this benchmark included), without / during / control: "
+              + " / ".join(f"{load[f'cpu_busy_{name}']:.0%}" for name in ("without", "during", "control"))
+              + "; stolen by the host: "
+              + " / ".join(f"{load[f'cpu_stolen_{name}']:.1%}" for name in ("without", "during", "control")))
         print(f"\n  client requests {load['client_requests']}, client errors {load['client_errors']}")
         for sample in load["client_error_samples"]:
             print(f"    {sample}")
@@ -950,12 +960,13 @@ def print_report(result: dict) -> None:
 
 
 def print_pauses(stats: dict) -> None:
-    print("  pause µs        n    p50    p99    max   total ms p50   CLI wall ms p50   retries (sum/max)")
+    print("  pause µs        n    p50    p99    max   total ms p50   CLI wall ms p50   deferred ms p50"
+          "   retries (sum/max)")
     for kind in ("apply", "revert", "combined"):
         s = stats[kind]
         print(f"  {kind:<9} {s['pause_us']['n']:>6} {fmt(s['pause_us']['p50']):>6} {fmt(s['pause_us']['p99']):>6} "
               f"{fmt(s['pause_us']['max']):>6} {fmt(s['total_ms']['p50'], 1):>14} {fmt(s['wall_ms']['p50'], 0):>17}"
-              f"   {s['retries']['sum']}/{s['retries']['max']}")
+              f" {fmt(s['deferred_ms']['p50'], 0):>17}   {s['retries']['sum']}/{s['retries']['max']}")
     print(f"  phases (combined): {phases_line(stats['combined'])}")
 
 
@@ -970,8 +981,12 @@ def phases_line(stats: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=50, help="apply/revert cycles under load (default 50)")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="seconds of client load measured without patching (default 5)")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds of client load measured without patching, over all rounds (default 10); "
+                             "the control runs as long")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds under load, each: without patching, --cycles/rounds cycles, the control "
+                             "(default 5): the three windows see the same drift of the machine")
     parser.add_argument("--clients", type=int, default=8, help="client connections under load (default 8)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="requests/s per client; 0 (default) is closed loop, as fast as replies come")
@@ -979,11 +994,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="apply/revert cycles (each followed by a floor run) per thread count (20)")
     parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[2, 9, 33],
                         help="thread counts for the no-load measurement (default 2,9,33)")
+    parser.add_argument("--nice", type=int, metavar="N",
+                        help="under load, run the applier (cycles and control) as `nice -n N buildhook ...`")
     parser.add_argument("--skip-load", action="store_true", help="only the thread-count measurement")
     parser.add_argument("--skip-scale", action="store_true", help="only the measurement under load")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.cycles % args.rounds:
+        parser.error(f"--cycles ({args.cycles}) must be a multiple of --rounds ({args.rounds})")
 
     bindir = Path(sys.executable).parent
     search = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
