@@ -498,20 +498,6 @@ def cpu_shares(deltas: list[tuple[int, int, int]]) -> tuple[float, float]:
     return (round(busy / total, 3), round(stolen / total, 4)) if total else (0.0, 0.0)
 
 
-def busy_since(before: tuple[int, int, int]) -> float:
-    """Fraction of all CPUs busy (anyone: this benchmark included) since *before*."""
-    after = cpu_times()
-    total = after[1] - before[1]
-    return round((after[0] - before[0]) / total, 3) if total else 0.0
-
-
-def stolen_since(before: tuple[int, int, int]) -> float:
-    """Fraction of all CPU time the hypervisor took since *before*: a noisy host, not this machine."""
-    after = cpu_times()
-    total = after[1] - before[1]
-    return round((after[2] - before[2]) / total, 4) if total else 0.0
-
-
 def machine() -> dict[str, object]:
     model = ""
     try:
@@ -763,8 +749,8 @@ def scale_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, 
             stats = pause_stats(reports)
             slowest = max((c[k] for c in reports for k in ("apply", "revert")),
                           key=lambda r: float(r.get("pause_us") or 0), default=None)
-            points[str(threads)] = {"threads_seen": got, "failure": failure, "cpu_busy": busy_since(cpu),
-                                    "cpu_stolen": stolen_since(cpu),
+            busy, stolen = cpu_shares([cpu_delta(cpu)])
+            points[str(threads)] = {"threads_seen": got, "failure": failure, "cpu_busy": busy, "cpu_stolen": stolen,
                                     **stats, **floor_stats(floors, stats["combined"]["pause_us"]["p50"]),
                                     "slowest": slowest}
             if failure:
