@@ -7,6 +7,7 @@ is stopped by PID."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from buildhook.apply import native, scheduling
+from buildhook.apply import applier, native, scheduling
+from buildhook.apply.process import read_maps
+from buildhook.apply.unwind import UnwindError
 from tests.test_apply import start_program
 from tests.test_apply_native import process_maps, seized_syscalls
 
@@ -186,3 +189,83 @@ def test_no_deferring_without_the_right_to_come_back() -> None:
     lines = run_deferring("print(scheduling.defer(), nice())\n", prefix=("setpriv", "--bounding-set=-sys_nice",
                                                                      "--inh-caps=-sys_nice"))
     assert lines == ["False 0"]
+
+
+READS_TABLES = """
+import json, os, sys
+from buildhook import cli
+from buildhook.apply import applier
+
+reads = []
+read_tables = applier.unwind_tables
+
+def watched(objects):
+    with open(f"/proc/{sys.argv[1]}/status") as status:
+        tracer = next(line.split()[1] for line in status if line.startswith("TracerPid:"))
+    reads.append({"tracer": int(tracer), "nice": os.getpriority(os.PRIO_PROCESS, 0)})
+    return read_tables(objects)
+
+applier.unwind_tables = watched
+for command in (["apply", sys.argv[2]], ["revert"]):
+    reads.clear()
+    assert cli.main([*command, "--pid", sys.argv[1], "--json"]) == 0
+    print(json.dumps(reads))
+"""
+
+
+def test_the_unwind_tables_are_read_while_the_applier_defers(tmp_path: Path) -> None:
+    """The loaded objects' unwind tables are most of an apply's CPU after its imports: each command reads
+    them once, before it seizes the target (no tracer yet), so at the lowest weight."""
+    program = start_program("syscalls", tmp_path)
+    try:
+        assert program.read_line() == "ready syscalls v1"
+        done = subprocess.run([sys.executable, "-c", READS_TABLES, str(program.process.pid), str(program.po)],
+                              capture_output=True, text=True, timeout=120, env=program.env, check=False)
+        assert done.returncode == 0, done.stderr
+        apply_reads, revert_reads = [json.loads(line) for line in done.stdout.splitlines()
+                                     if line.startswith("[{")]
+        for reads in apply_reads, revert_reads:
+            assert reads == [{"tracer": 0, "nice": scheduling.DEFER_NICE}]
+    finally:
+        program.stop()
+
+
+LOADER = """
+import ctypes, sys
+print("ready", flush=True)
+for line in sys.stdin:
+    library = ctypes.CDLL(line.strip())
+    print(ctypes.cast(library.loaded_later, ctypes.c_void_p).value, flush=True)
+"""
+
+
+def test_unwind_tables_read_early_are_read_again_for_code_mapped_since(tmp_path: Path) -> None:
+    """Read before the seize, the tables could miss a library the target loads before the stop: the
+    commit's fresh maps show its code, and the tables are read again (one read if nothing was mapped)."""
+    library = tmp_path / "liblater.so"
+    source = tmp_path / "later.c"
+    source.write_text("int loaded_later(int x) { return x * 3 + 1; }\n")
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60)
+    target = subprocess.Popen([sys.executable, "-c", LOADER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert target.stdout is not None and target.stdout.readline() == "ready\n"  # its own imports done
+        session = applier._Session(target.pid, 5.0)
+        try:
+            first = session.module_frames()
+            assert session.module_frames(read_maps(target.pid)) is first, "nothing mapped since: no new read"
+            assert target.stdin is not None
+            target.stdin.write(f"{library}\n")
+            target.stdin.flush()
+            function = int(target.stdout.readline())
+            with pytest.raises(UnwindError, match="in no known module"):
+                first.rule_at(function)
+            again = session.module_frames(read_maps(target.pid))
+            assert again is not first
+            again.rule_at(function)  # the new library's own table
+        finally:
+            session.close()
+    finally:
+        target.kill()
+        target.wait(10)
+

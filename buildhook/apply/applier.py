@@ -74,6 +74,7 @@ from buildhook.apply.preflight import (
 from buildhook.apply.process import (
     PAGE,
     MappedObject,
+    Mapping,
     ProcessError,
     find_target,
     free_gap_near,
@@ -174,6 +175,7 @@ class _Session:
         self._stub_in_use = False
         self._checked: set[int] = set()  # threads whose seccomp filters were evaluated
         self._frames: ModuleFrames | None = None  # unwind tables of the loaded objects, read once
+        self._frames_code: frozenset[tuple[int, int, str]] = frozenset()  # the code mapped when read
         self._unwinder: frames.Unwinder | None = None
 
     def close(self) -> None:
@@ -310,11 +312,16 @@ class _Session:
         return self._on_thread(tid, self.stub(), lambda injector: injector.call(function, *arguments,
                                                                                deadline=deadline))
 
-    def module_frames(self) -> ModuleFrames:
-        """The loaded objects' unwind tables (safety.py), read once per session: the activeness check and
-        the choice of a thread outside the unwinder both use them."""
-        if self._frames is None:
-            self._frames = unwind_tables(mapped_objects(self.pid))
+    def module_frames(self, maps: list[Mapping] | None = None) -> ModuleFrames:
+        """The loaded objects' unwind tables (safety.py): the activeness check and the choice of a
+        thread outside the unwinder both use them.  Read once per session, first before the applier
+        seizes anything (they are most of its CPU after its imports, which it spends deferring:
+        scheduling.py), and read again when *maps*, read just now, show code mapped since (a
+        library loaded meanwhile)."""
+        if self._frames is None or (maps is not None and _loaded_code(maps) != self._frames_code):
+            read = read_maps(self.pid)  # the objects are read as these show them: later code is a change
+            self._frames = unwind_tables(mapped_objects(self.pid, read))
+            self._frames_code = _loaded_code(read)
         return self._frames
 
     def unwinder(self) -> frames.Unwinder | None:
@@ -328,6 +335,13 @@ class _Session:
 
     def unmap(self, start: int, size: int) -> None:
         self.syscalls([(SYS_MUNMAP, start, size)])
+
+
+def _loaded_code(maps: list[Mapping]) -> frozenset[tuple[int, int, str]]:
+    """The executable file mappings, what unwind tables are read for (patch regions' memfds are not
+    objects with tables: they come and go with the applier's own work)."""
+    return frozenset((m.start, m.end, m.path) for m in maps
+                     if m.executable and m.path.startswith("/") and not m.path.startswith("/memfd:"))
 
 
 # -- apply ----------------------------------------------------------------------------
@@ -805,6 +819,7 @@ def apply_patch_set(patches: list[tuple[PatchObject, str]], pid: int, timeout: f
                                            member.records.originals(), member.po_name, flag_at, ids)
                 except (RelocationError, SymbolError, gates.GateError) as exc:
                     raise ApplyRefused(str(exc)) from exc
+        session.module_frames()  # still deferring (scheduling.py); _commit reads them again if code was mapped
         session.group.seize_all()
         _close_leaked_fds(session)
         try:
@@ -999,8 +1014,9 @@ def _commit(session: _Session, busy: list[BusyRange], timeout: float, writes: li
     in a busy range, a signal frame) is looked at here, precisely, with the
     world still stopped, exactly as the Python pause looks at every thread.
     """
-    frames = session.module_frames()
-    maps = MapIndex(read_maps(session.pid))
+    mappings = read_maps(session.pid)
+    frames = session.module_frames(mappings)
+    maps = MapIndex(mappings)
     ranges = RangeSet(busy)
     session.group.seize_all()
     fast = native.library() is not None
@@ -1271,6 +1287,7 @@ def revert_patch(pid: int, patch_id: str | None = None, timeout: float = 5.0,
     session = _Session(pid, timeout, find_target(pid, members[0].target_build_id))
     memory = session.memory
     try:
+        session.module_frames()  # still deferring (scheduling.py); _commit reads them again if code was mapped
         session.group.seize_all()
         _close_leaked_fds(session)
         after, fixes, busy, leftovers = [], [], [], []

@@ -129,9 +129,10 @@ class MappedObject:
         return (min(m.start for m in executable), max(m.end for m in executable)) if executable else (0, 0)
 
 
-def mapped_objects(pid: int) -> list[MappedObject]:
-    """Every ELF file mapped from offset 0, with its build-id and load bias."""
-    maps = read_maps(pid)
+def mapped_objects(pid: int, maps: list[Mapping] | None = None) -> list[MappedObject]:
+    """Every ELF file mapped from offset 0, with its build-id and load bias (as *maps* show them, when
+    given: /proc/PID/maps read by the caller)."""
+    maps = read_maps(pid) if maps is None else maps
     objects = []
     by_path: dict[str, list[Mapping]] = {}
     for mapping in maps:
