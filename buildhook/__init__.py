@@ -11,3 +11,5 @@ import os as _os
 __version__ = "0.1.0"
 # buildhook.h (docs/data-changes.md); buildhook-cc puts it on the include path, so found without imports
 INCLUDE_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
+# the commands buildhook.apply.cli runs; scripts/buildhook and cli.main defer for them before their imports
+APPLIER_COMMANDS = ("apply", "revert", "status")

@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from buildhook import __version__
+from buildhook import APPLIER_COMMANDS, __version__
 from buildhook.settings import SETTINGS, Settings, SettingsError
 
 
@@ -299,9 +299,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(keep=args.keep)
 
 
-APPLIER_COMMANDS = ("apply", "revert", "status")  # run by buildhook.apply.cli
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="buildhook", description="Hot patches as a by-product of the build.")
     parser.add_argument("--version", action="version", version=f"buildhook {__version__}")
@@ -382,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if words[:1] and words[0] in APPLIER_COMMANDS:
         from buildhook.apply.scheduling import step_aside
 
-        step_aside()  # before the imports of the applier: they are a good part of its CPU
+        step_aside()  # before the imports of the applier (scripts/buildhook: before any), most of its CPU
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in APPLIER_COMMANDS:

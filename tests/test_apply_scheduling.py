@@ -269,3 +269,38 @@ def test_unwind_tables_read_early_are_read_again_for_code_mapped_since(tmp_path:
         target.kill()
         target.wait(10)
 
+
+FIRST_IMPORTS = """
+import importlib.abc, json, os, runpy, sys
+seen = {}
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name in ("argparse", "buildhook.cli", "buildhook.apply.applier"):
+            seen.setdefault(name, os.getpriority(os.PRIO_PROCESS, 0))
+        return None
+
+sys.meta_path.insert(0, Watch())
+script, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as exc:
+    seen["exit"] = exc.code
+print(json.dumps(seen))
+"""
+
+
+def test_the_buildhook_command_defers_before_its_first_import(buildhook_cmd: str, sleeper: int) -> None:
+    """The installed `buildhook` script: an applier command is at the lowest weight before the command
+    line and the applier are imported (not only once the CLI's main runs); a build command never is."""
+    def first_imports(*words: str) -> dict[str, int]:
+        done = subprocess.run([sys.executable, "-c", FIRST_IMPORTS, buildhook_cmd, *words], capture_output=True,
+                              text=True, timeout=60, check=False)
+        return json.loads(done.stdout.splitlines()[-1])
+
+    assert first_imports("status", "--pid", str(sleeper)) == {
+        "argparse": scheduling.DEFER_NICE, "buildhook.cli": scheduling.DEFER_NICE,
+        "buildhook.apply.applier": scheduling.DEFER_NICE, "exit": 0}
+    version = first_imports("--version")
+    assert (version["argparse"], version["buildhook.cli"], version["exit"]) == (0, 0, 0)
+
