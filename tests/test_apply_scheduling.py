@@ -304,3 +304,16 @@ def test_the_buildhook_command_defers_before_its_first_import(buildhook_cmd: str
     version = first_imports("--version")
     assert (version["argparse"], version["buildhook.cli"], version["exit"]) == (0, 0, 0)
 
+
+def test_the_timeout_counts_from_the_first_seize_not_from_the_deferring(sleeper: int) -> None:
+    """`--timeout` is how long the applier keeps trying to stop a thread for its calls; the reading
+    before its first seize, deferring, may take longer than that on a busy machine, and must not use
+    the timeout up before the applier has tried anything (the stop would be refused at once)."""
+    session = applier._Session(sleeper, 0.3)
+    try:
+        time.sleep(0.5)  # as long as a deferring applier's reading may take
+        held = time.monotonic()
+        session.group.seize_all()
+        assert held + 0.3 <= session.deadline <= time.monotonic() + 0.3
+    finally:
+        session.close()

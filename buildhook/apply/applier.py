@@ -166,7 +166,7 @@ class _Session:
 
     def __init__(self, pid: int, timeout: float, target: MappedObject | None = None) -> None:
         self.pid = pid
-        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
         self.group = ThreadGroup(pid)
         self.memory = ptrace.ProcessMemory(pid)
         self.target = target
@@ -177,6 +177,14 @@ class _Session:
         self._frames: ModuleFrames | None = None  # unwind tables of the loaded objects, read once
         self._frames_code: frozenset[tuple[int, int, str]] = frozenset()  # the code mapped when read
         self._unwinder: frames.Unwinder | None = None
+
+    @property
+    def deadline(self) -> float:
+        """When the applier stops trying to stop a thread for its calls: ``--timeout`` after it first
+        held the target (its first seize), not after it started: what it read before, deferring
+        (scheduling.py), may have taken longer than the whole timeout on a busy machine."""
+        held = self.group.first_seize
+        return (held if held is not None else time.monotonic()) + self.timeout
 
     def close(self) -> None:
         """Let every thread go and give the padding its bytes back (unless a thread may still be in the stub)."""

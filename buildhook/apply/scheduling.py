@@ -34,23 +34,32 @@ thread has stopped: woken at that priority by each stop, the applier
 would take the CPU the next thread needs to reach its own.
 
 ``defer`` is the third part.  Until the applier holds anything of the
-target, its work (its imports, the .po and the ELF tables: most of its
-CPU) is wanted by nobody soon, so it runs at the lowest weight (nice 19):
-on a machine the service keeps busy it then takes a CPU when the service
-leaves one, and the service's threads are not queued behind it (kvd
-under load, bench/RESULTS.md: the clients' p99.9 during patching 2.7–3.7
-ms so, 4.3 ms at full weight in the same run).  Its weight comes back
+target, its work (its imports, the .po, the ELF files and the unwind
+tables of every loaded object: all but a few ms of its CPU) is wanted by
+nobody soon, so it runs at the lowest weight (nice 19): on a machine the
+service keeps busy it then takes a CPU when the service leaves one, and
+the service's threads are not queued behind it (kvd under load,
+bench/RESULTS.md: the clients' p99.9 during patching 0.9 ms above
+without so, 3.4 ms at full weight).  Its weight comes back
 the moment it is to hold a thread (``ThreadGroup`` calls ``stop_deferring`` before every seize): it
 never holds a thread of the target stopped at the lowest weight.  Nor
 does it wait without end on a machine with no CPU to spare: after
-``DEFER_BUDGET_S`` its weight comes back anyway.  It defers only when it
+``DEFER_BUDGET_S`` its weight comes back anyway.  Under kvd's saturating
+load a deferring apply or revert takes 1.2–1.6 s (median), a few up to
+22 s; with a budget of 5 s, one in ten ran out of it and did the rest at
+full weight, and the clients' p99.9 was 1.2–1.3 ms above without instead
+of 0.9.  (The budget's timer needs the interpreter's lock, which the
+deferring thread holds while it runs: on such a machine it ends the
+deferral up to a few hundred ms late.)  It defers only when it
 can come back (a normal task at nice 0 with the right to lower its nice
 again: root, CAP_SYS_NICE, or RLIMIT_NICE); a chrt policy or a negative
 nice is left as it is, and is the way to apply at full weight on a busy
-machine (``nice -n -1 buildhook apply ...``).  The interpreter's own
-start comes before any of this; ``nice -n 19 buildhook apply ...`` makes
-that gentle too: the applier keeps an operator's positive nice, with no
-budget, until its first seize, and holds the target at nice 0.
+machine (``nice -n -1 buildhook apply ...``).  Only the interpreter's own
+start comes before any of this (scripts/buildhook defers on its first
+lines); ``nice -n 19 buildhook apply ...`` makes that gentle too: the
+applier keeps an operator's positive nice, with no budget, until its
+first seize, and holds the target at nice 0.  ``--timeout`` counts from
+the first seize (applier.py), not through the deferring.
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ SYS_SCHED_GETATTR = 315
 SCHED_OTHER, SCHED_FIFO = 0, 1
 SHORT_SLICE_NS = 100_000  # the kernel's least (it clamps to 0.1–100 ms)
 DEFER_NICE = 19  # the lowest weight a normal task can have (15 against nice 0's 1024)
-DEFER_BUDGET_S = 5.0  # the longest the applier defers before it has its normal weight back
+DEFER_BUDGET_S = 30.0  # the longest the applier defers before it has its normal weight back
 CAP_SYS_NICE = 23
 
 

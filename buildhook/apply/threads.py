@@ -179,6 +179,7 @@ class ThreadGroup:
         self.interrupted: set[int] = {tid for (traced_pid, tid), tracer in _STILL_TRACED.items()
                                       if traced_pid == pid and tracer == threading.get_native_id()}
         self.zombies: set[int] = set()
+        self.first_seize: float | None = None  # time.monotonic() of this group's first seize
 
     @property
     def late(self) -> set[int]:
@@ -203,6 +204,8 @@ class ThreadGroup:
     def _seize(self, tid: int) -> bool:
         """Seize one thread; False if it has ended or is an exited (zombie) main thread."""
         scheduling.stop_deferring()  # whatever holds a thread of the target follows a seize: never deferring
+        if self.first_seize is None:
+            self.first_seize = time.monotonic()
         try:
             ptrace.seize(tid)
         except ptrace.PtraceError as exc:
