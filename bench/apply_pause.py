@@ -621,7 +621,7 @@ def load_phase(old: Path, po: Path, work: Path, env: dict[str, str], cli: str, a
         out["functional_check"] = functional_check(kvd, cli, po, env)
         log(f"  {out['functional_check']}")
         applier = ["nice", "-n", str(args.nice), cli] if args.nice is not None else [cli]
-        hard_limit = 3 * args.duration + args.cycles * 15 + 120
+        hard_limit = 3 * args.duration + args.cycles * 2 * CLI_TIMEOUT + 120  # each command stops at CLI_TIMEOUT
         load = LoadGenerator(kvd.port, args.clients, work, hard_limit, args.rate)
         load.start()
         out["kvd_threads_under_load"] = kvd.wait_threads(args.clients + 1)
@@ -967,8 +967,9 @@ def phases_line(stats: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=50, help="apply/revert cycles under load (default 50)")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="seconds of client load measured without patching, over all rounds (default 10); "
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of client load measured without patching, over all rounds (default 30: "
+                             "a p99.9 of shorter windows swings by 2x); "
                              "the control runs as long")
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds under load, each: without patching, --cycles/rounds cycles, the control "
