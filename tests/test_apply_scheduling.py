@@ -1,5 +1,5 @@
 """How the applier shares the CPUs (buildhook/apply/scheduling.py, pause.c): it asks for the shortest slice,
-runs at the lowest weight until it holds the target (never holding a thread so, nor longer than its
+runs at the lowest weight (SCHED_IDLE) until it holds the target (never holding a thread so, nor longer than its
 budget), takes real-time priority only for the stop (from before the first interrupt when the machine
 has no CPU to spare) and gives back what it had, the short slice included.  Every process a test starts
 is stopped by PID."""
@@ -87,18 +87,18 @@ def test_precedence_is_real_time_inside_and_the_slice_again_after(short_slice: N
 
 
 def test_the_applier_cli_runs_with_the_short_slice(tmp_path: Path) -> None:
-    """`buildhook status` (an applier command) in a child that reports its own slice and nice afterwards."""
+    """`buildhook status` (an applier command) in a child that reports its own slice and policy afterwards."""
     program = start_program("syscalls", tmp_path)
     try:
         assert program.read_line() == "ready syscalls v1"
         probe = ("import os, sys\nfrom buildhook import cli\nfrom buildhook.apply import scheduling\n"
                  f"status = cli.main(['status', '--pid', '{program.process.pid}'])\n"
-                 "print(status, scheduling._get().runtime, os.getpriority(os.PRIO_PROCESS, 0))\n")
+                 "print(status, scheduling._get().runtime, os.sched_getscheduler(0))\n")
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                               env=program.env, check=True)
-        status, runtime, nice = done.stdout.split()[-3:]
+        status, runtime, policy = done.stdout.split()[-3:]
         assert status == "0"
-        assert nice == str(scheduling.DEFER_NICE), "status only reads the target: it defers throughout"
+        assert policy == str(scheduling.DEFER_POLICY), "status only reads the target: it defers throughout"
         taken = scheduling.short_slice() and attributes()[2] == scheduling.SHORT_SLICE_NS  # by this kernel?
         default_slice()
         if not taken:
@@ -130,17 +130,20 @@ import os, sys, threading, time
 from buildhook.apply import scheduling
 from buildhook.apply.threads import ThreadGroup
 
-def nice():
-    return os.getpriority(os.PRIO_PROCESS, 0)
+def weight():
+    return f"{os.sched_getscheduler(0)}/{os.getpriority(os.PRIO_PROCESS, 0)}"  # policy/nice
 
 def seize_and_report(pid):
     group = ThreadGroup(pid)
     group.seize_all()
     try:
-        print("seized at", nice(), "threads", threading.active_count(), "deferred", scheduling.deferred_seconds() > 0)
+        print("seized at", weight(), "threads", threading.active_count(), "deferred", scheduling.deferred_seconds() > 0)
     finally:
         group.detach_all()
 """
+
+
+DEFERRED, NORMAL = f"{scheduling.DEFER_POLICY}/0", f"{os.SCHED_OTHER}/0"  # weight() of each
 
 
 def run_deferring(code: str, target: int = 0, prefix: tuple[str, ...] = ()) -> list[str]:
@@ -163,32 +166,33 @@ def sleeper() -> Iterator[int]:
 
 
 def test_the_applier_defers_until_it_seizes_and_holds_at_its_normal_weight(sleeper: int) -> None:
-    """step_aside (the CLI's first call): nice 19 while the applier only reads; nice 0 from its first
-    seize on, with the budget's timer thread gone (no second thread to take the SIGCHLDs of a stop)."""
-    lines = run_deferring("scheduling.step_aside()\nprint('reading at', nice())\nseize_and_report(int(sys.argv[1]))\n",
-                          sleeper)
-    assert lines == [f"reading at {scheduling.DEFER_NICE}", "seized at 0 threads 1 deferred True"]
+    """step_aside (the CLI's first call): SCHED_IDLE while the applier only reads; a normal task at nice
+    0 from its first seize on, with the budget's timer thread gone (no second thread to take the
+    SIGCHLDs of a stop)."""
+    lines = run_deferring("scheduling.step_aside()\nprint('reading at', weight())\n"
+                          "seize_and_report(int(sys.argv[1]))\n", sleeper)
+    assert lines == [f"reading at {DEFERRED}", f"seized at {NORMAL} threads 1 deferred True"]
 
 
 def test_deferring_ends_after_its_budget_even_without_a_seize() -> None:
-    lines = run_deferring("print(scheduling.defer(0.2), nice())\ntime.sleep(1.5)\nprint(nice())\n")
-    assert lines == [f"True {scheduling.DEFER_NICE}", "0"]
+    lines = run_deferring("print(scheduling.defer(0.2), weight())\ntime.sleep(1.5)\nprint(weight())\n")
+    assert lines == [f"True {DEFERRED}", NORMAL]
 
 
 def test_an_operators_nice_is_kept_until_the_applier_holds_the_target(sleeper: int) -> None:
     """`nice -n 5 buildhook apply`: the operator's nice while it reads, no budget; nice 0 to hold."""
-    lines = run_deferring("os.nice(5)\nprint(scheduling.defer(0.2), nice())\ntime.sleep(0.5)\nprint(nice())\n"
+    lines = run_deferring("os.nice(5)\nprint(scheduling.defer(0.2), weight())\ntime.sleep(0.5)\nprint(weight())\n"
                           "seize_and_report(int(sys.argv[1]))\n", sleeper)
-    assert lines == ["True 5", "5", "seized at 0 threads 1 deferred True"]
+    assert lines == ["True 0/5", "0/5", f"seized at {NORMAL} threads 1 deferred True"]
 
 
 def test_no_deferring_without_the_right_to_come_back() -> None:
     """Without CAP_SYS_NICE (and RLIMIT_NICE 0), a thread cannot lower its nice again: it does not defer."""
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) is not installed")
-    lines = run_deferring("print(scheduling.defer(), nice())\n", prefix=("setpriv", "--bounding-set=-sys_nice",
+    lines = run_deferring("print(scheduling.defer(), weight())\n", prefix=("setpriv", "--bounding-set=-sys_nice",
                                                                      "--inh-caps=-sys_nice"))
-    assert lines == ["False 0"]
+    assert lines == [f"False {NORMAL}"]
 
 
 READS_TABLES = """
@@ -202,7 +206,7 @@ read_tables = applier.unwind_tables
 def watched(objects):
     with open(f"/proc/{sys.argv[1]}/status") as status:
         tracer = next(line.split()[1] for line in status if line.startswith("TracerPid:"))
-    reads.append({"tracer": int(tracer), "nice": os.getpriority(os.PRIO_PROCESS, 0)})
+    reads.append({"tracer": int(tracer), "policy": os.sched_getscheduler(0)})
     return read_tables(objects)
 
 applier.unwind_tables = watched
@@ -225,7 +229,7 @@ def test_the_unwind_tables_are_read_while_the_applier_defers(tmp_path: Path) -> 
         apply_reads, revert_reads = [json.loads(line) for line in done.stdout.splitlines()
                                      if line.startswith("[{")]
         for reads in apply_reads, revert_reads:
-            assert reads == [{"tracer": 0, "nice": scheduling.DEFER_NICE}]
+            assert reads == [{"tracer": 0, "policy": scheduling.DEFER_POLICY}]
     finally:
         program.stop()
 
@@ -277,7 +281,7 @@ seen = {}
 class Watch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name in ("argparse", "buildhook.cli", "buildhook.apply.applier"):
-            seen.setdefault(name, os.getpriority(os.PRIO_PROCESS, 0))
+            seen.setdefault(name, os.sched_getscheduler(0))
         return None
 
 sys.meta_path.insert(0, Watch())
@@ -299,10 +303,10 @@ def test_the_buildhook_command_defers_before_its_first_import(buildhook_cmd: str
         return json.loads(done.stdout.splitlines()[-1])
 
     assert first_imports("status", "--pid", str(sleeper)) == {
-        "argparse": scheduling.DEFER_NICE, "buildhook.cli": scheduling.DEFER_NICE,
-        "buildhook.apply.applier": scheduling.DEFER_NICE, "exit": 0}
+        "argparse": scheduling.DEFER_POLICY, "buildhook.cli": scheduling.DEFER_POLICY,
+        "buildhook.apply.applier": scheduling.DEFER_POLICY, "exit": 0}
     version = first_imports("--version")
-    assert (version["argparse"], version["buildhook.cli"], version["exit"]) == (0, 0, 0)
+    assert (version["argparse"], version["buildhook.cli"], version["exit"]) == (os.SCHED_OTHER, os.SCHED_OTHER, 0)
 
 
 def test_the_timeout_counts_from_the_first_seize_not_from_the_deferring(sleeper: int) -> None:

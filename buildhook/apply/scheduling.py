@@ -15,10 +15,10 @@ as before, but it gives a woken service thread the CPU sooner (kvd's
 clients under load, p99.9 during patching: 4.0–4.2 ms with it, 4.9–5.0
 without; most of what is left comes with starting the applier's Python
 process at all, bench/RESULTS.md).
-Older kernels ignore the request.  No idle policy at any time, and no
-low weight once the applier holds anything (``defer``): it holds single
-threads stopped for a moment before the pause, and a thread held by an
-applier starved of CPU would stall its clients far longer.
+Older kernels ignore the request.  No idle policy and no low weight once
+the applier holds anything (``defer``): it holds single threads stopped
+for a moment before the pause, and a thread held by an applier starved
+of CPU would stall its clients far longer.
 
 ``precedence`` is the other direction: SCHED_FIFO while every thread of
 the target is stopped (``precedence`` says why), then the policy
@@ -36,30 +36,33 @@ would take the CPU the next thread needs to reach its own.
 ``defer`` is the third part.  Until the applier holds anything of the
 target, its work (its imports, the .po, the ELF files and the unwind
 tables of every loaded object: all but a few ms of its CPU) is wanted by
-nobody soon, so it runs at the lowest weight (nice 19): on a machine the
-service keeps busy it then takes a CPU when the service leaves one, and
-the service's threads are not queued behind it (kvd under load,
-bench/RESULTS.md: the clients' p99.9 during patching 0.9 ms above
-without so, 3.4 ms at full weight).  Its weight comes back
-the moment it is to hold a thread (``ThreadGroup`` calls ``stop_deferring`` before every seize): it
-never holds a thread of the target stopped at the lowest weight.  Nor
-does it wait without end on a machine with no CPU to spare: after
-``DEFER_BUDGET_S`` its weight comes back anyway.  Under kvd's saturating
-load a deferring apply or revert takes 1.2–1.6 s (median), a few up to
-22 s; with a budget of 5 s, one in ten ran out of it and did the rest at
-full weight, and the clients' p99.9 was 1.2–1.3 ms above without instead
-of 0.9.  (The budget's timer needs the interpreter's lock, which the
-deferring thread holds while it runs: on such a machine it ends the
-deferral up to a few hundred ms late.)  It defers only when it
-can come back (a normal task at nice 0 with the right to lower its nice
-again: root, CAP_SYS_NICE, or RLIMIT_NICE); a chrt policy or a negative
-nice is left as it is, and is the way to apply at full weight on a busy
-machine (``nice -n -1 buildhook apply ...``).  Only the interpreter's own
-start comes before any of this (scripts/buildhook defers on its first
-lines); ``nice -n 19 buildhook apply ...`` makes that gentle too: the
-applier keeps an operator's positive nice, with no budget, until its
-first seize, and holds the target at nice 0.  ``--timeout`` counts from
-the first seize (applier.py), not through the deferring.
+nobody soon, so it runs at the lowest weight there is (SCHED_IDLE,
+weight 3 against nice 0's 1024): on a machine the service keeps busy it
+then takes a CPU when the service leaves one, and the service's threads
+are not queued behind it (kvd under load, bench/RESULTS.md: the clients'
+p99.9 during patching 0.4–0.8 ms above without so, 0.8–1.2 at nice 19,
+the weight it first deferred at, and 3.4 ms at full weight).  Its weight
+comes back the moment it is to hold a thread (``ThreadGroup`` calls
+``stop_deferring`` before every seize): it never holds a thread of the
+target stopped at the lowest weight.  Nor does it wait without end on a
+machine with no CPU to spare: after ``DEFER_BUDGET_S`` its weight comes
+back anyway.  Under kvd's saturating load a deferring apply or revert
+takes 1.2–2.6 s (median), a few up to 22 s; with a budget of 5 s, one in
+ten ran out of it and did the rest at full weight, and the clients'
+p99.9 was 1.2–1.3 ms above without instead of 0.9 (at nice 19).  (The
+budget's timer needs the interpreter's lock, which the deferring thread
+holds while it runs: on such a machine it ends the deferral up to a few
+hundred ms late.)  It defers only when it can come back (a normal task
+at nice 0 with the right to be one again from SCHED_IDLE: root,
+CAP_SYS_NICE, or an RLIMIT_NICE that allows nice 0, as sched(7) says); a
+chrt policy or a negative nice is left as it is, and is the way to apply
+at full weight on a busy machine (``nice -n -1 buildhook apply ...``).
+Only the interpreter's own start comes before any of this
+(scripts/buildhook defers on its first lines); ``nice -n 19 buildhook
+apply ...`` makes that gentle too: the applier keeps an operator's
+positive nice, with no budget, until its first seize, and holds the
+target at nice 0.  ``--timeout`` counts from the first seize
+(applier.py), not through the deferring.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ SYS_SCHED_SETATTR = 314  # x86-64
 SYS_SCHED_GETATTR = 315
 SCHED_OTHER, SCHED_FIFO = 0, 1
 SHORT_SLICE_NS = 100_000  # the kernel's least (it clamps to 0.1–100 ms)
-DEFER_NICE = 19  # the lowest weight a normal task can have (15 against nice 0's 1024)
+DEFER_POLICY = os.SCHED_IDLE  # the lowest weight there is (3 against nice 0's 1024, nice 19's 15)
 DEFER_BUDGET_S = 30.0  # the longest the applier defers before it has its normal weight back
 CAP_SYS_NICE = 23
 
@@ -123,11 +126,13 @@ def short_slice() -> bool:
 
 
 class _Deferral:
-    """This thread at a nice above 0 since ``started`` (19, or an operator's); ``end`` gives it nice 0.
-    With a budget, a timer thread ends it after that long unless ``end`` came first."""
+    """This thread deferring since ``started``: at SCHED_IDLE (with a budget), or at an operator's nice
+    above 0 (without); ``end`` makes it a normal task at nice 0.  With a budget, a timer thread ends
+    it after that long unless ``end`` came first."""
 
     def __init__(self, budget: float | None) -> None:
         self.tid = threading.get_native_id()
+        self.idle = budget is not None  # the caller sets the policy once the timer runs
         self.started = time.monotonic()
         self.ended: float | None = None
         self._lock = threading.Lock()
@@ -140,7 +145,7 @@ class _Deferral:
         # threads.py's sigtimedwait, an operator's ^C would not reach the main thread's handler.
         before = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            self._timer.start()  # before the nice is lowered: the timer wakes at the weight it had
+            self._timer.start()  # before the policy is set: the timer wakes as a normal task
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
@@ -149,11 +154,13 @@ class _Deferral:
             self.end()
 
     def end(self) -> None:
-        """Nice 0 again for the deferring thread (once); the timer stopped and joined when called by
-        another thread than it."""
+        """A normal task at nice 0 again, the deferring thread (once; the slice it asked for stays);
+        the timer stopped and joined when called by another thread than it."""
         with self._lock:
             if self.ended is None:
                 with contextlib.suppress(OSError):
+                    if self.idle:
+                        os.sched_setscheduler(self.tid, os.SCHED_OTHER, os.sched_param(0))
                     os.setpriority(os.PRIO_PROCESS, self.tid, 0)
                 self.ended = time.monotonic()
         self._done.set()
@@ -166,8 +173,8 @@ _deferred_s = 0.0
 
 
 def defer(budget: float = DEFER_BUDGET_S) -> bool:
-    """This thread at the lowest weight (nice 19) until ``stop_deferring`` or *budget* seconds, if it
-    runs as a normal task at nice 0 and may come back to it; True if it does.  Started at a nice
+    """This thread at the lowest weight (SCHED_IDLE) until ``stop_deferring`` or *budget* seconds, if
+    it runs as a normal task at nice 0 and may come back to it; True if it does.  Started at a nice
     above 0 (an operator's ``nice``), it keeps that nice until ``stop_deferring``, then holds the
     target at nice 0 like any other applier (when it may)."""
     global _deferral
@@ -180,7 +187,7 @@ def defer(budget: float = DEFER_BUDGET_S) -> bool:
             _deferral = _Deferral(None)
             return True
         deferral = _Deferral(budget)
-        os.setpriority(os.PRIO_PROCESS, deferral.tid, DEFER_NICE)
+        os.sched_setscheduler(0, DEFER_POLICY, os.sched_param(0))  # this thread's (Linux)
     except OSError:
         return False
     _deferral = deferral
