@@ -11,5 +11,14 @@ import os as _os
 __version__ = "0.1.0"
 # buildhook.h (docs/data-changes.md); buildhook-cc puts it on the include path, so found without imports
 INCLUDE_DIR = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
-# the commands buildhook.apply.cli runs; scripts/buildhook and cli.main defer for them before their imports
-APPLIER_COMMANDS = ("apply", "revert", "status")
+APPLIER_COMMANDS = ("apply", "revert", "status")  # the commands buildhook.apply.cli runs
+
+
+def step_aside_for(words: list[str]) -> None:
+    """For an applier command (*words*: the arguments after the program), the short slice and the
+    deferring (buildhook.apply.scheduling.step_aside) before anything else is imported: scripts/buildhook
+    calls it on its first lines, cli.main for callers that come in through it."""
+    if words[:1] and words[0] in APPLIER_COMMANDS:
+        from buildhook.apply.scheduling import step_aside
+
+        step_aside()

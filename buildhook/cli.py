@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from buildhook import APPLIER_COMMANDS, __version__
+from buildhook import APPLIER_COMMANDS, __version__, step_aside_for
 from buildhook.settings import SETTINGS, Settings, SettingsError
 
 
@@ -375,11 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else argv
-    if words[:1] and words[0] in APPLIER_COMMANDS:
-        from buildhook.apply.scheduling import step_aside
-
-        step_aside()  # before the imports of the applier (scripts/buildhook: before any), most of its CPU
+    step_aside_for(sys.argv[1:] if argv is None else argv)  # before the applier's imports, most of its CPU
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in APPLIER_COMMANDS:

@@ -99,6 +99,7 @@ from buildhook.apply.safety import (
 )
 from buildhook.apply.state import (
     MEMFD_PREFIX,
+    REGION_PATH,
     AppliedPatch,
     RedirectedFunction,
     condition,
@@ -327,7 +328,7 @@ class _Session:
         scheduling.py), and read again when *maps*, read just now, show code mapped since (a
         library loaded meanwhile)."""
         if self._frames is None or (maps is not None and _loaded_code(maps) != self._frames_code):
-            read = read_maps(self.pid)  # the objects are read as these show them: later code is a change
+            read = read_maps(self.pid) if maps is None else maps  # the objects as these show them
             self._frames = unwind_tables(mapped_objects(self.pid, read))
             self._frames_code = _loaded_code(read)
         return self._frames
@@ -346,10 +347,10 @@ class _Session:
 
 
 def _loaded_code(maps: list[Mapping]) -> frozenset[tuple[int, int, str]]:
-    """The executable file mappings, what unwind tables are read for (patch regions' memfds are not
-    objects with tables: they come and go with the applier's own work)."""
+    """The executable file mappings, what unwind tables are read for; not the patch regions, which come
+    and go with the applier's own work and have no tables (a library loaded from a memfd has)."""
     return frozenset((m.start, m.end, m.path) for m in maps
-                     if m.executable and m.path.startswith("/") and not m.path.startswith("/memfd:"))
+                     if m.executable and m.path.startswith("/") and not m.path.startswith(REGION_PATH))
 
 
 # -- apply ----------------------------------------------------------------------------
@@ -698,7 +699,7 @@ def _close_leaked_fds(session: _Session) -> None:
             link = os.readlink(f"{fds}/{name}")
         except OSError:
             continue
-        if link.startswith("/memfd:" + MEMFD_PREFIX):
+        if link.startswith(REGION_PATH):
             leaked.append(int(name))
     if leaked:
         session.syscalls([(SYS_CLOSE, fd) for fd in leaked])

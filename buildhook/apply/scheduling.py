@@ -132,7 +132,6 @@ class _Deferral:
 
     def __init__(self, budget: float | None) -> None:
         self.tid = threading.get_native_id()
-        self.idle = budget is not None  # the caller sets the policy once the timer runs
         self.started = time.monotonic()
         self.ended: float | None = None
         self._lock = threading.Lock()
@@ -158,9 +157,8 @@ class _Deferral:
         the timer stopped and joined when called by another thread than it."""
         with self._lock:
             if self.ended is None:
-                with contextlib.suppress(OSError):
-                    if self.idle:
-                        os.sched_setscheduler(self.tid, os.SCHED_OTHER, os.sched_param(0))
+                with contextlib.suppress(OSError):  # SCHED_OTHER already, after an operator's nice: no change
+                    os.sched_setscheduler(self.tid, os.SCHED_OTHER, os.sched_param(0))
                     os.setpriority(os.PRIO_PROCESS, self.tid, 0)
                 self.ended = time.monotonic()
         self._done.set()

@@ -32,6 +32,7 @@ from buildhook.apply.process import Mapping, proc_dir, read_maps
 
 STATE_FORMAT = "buildhook-state/2"
 MEMFD_PREFIX = "buildhook:"
+REGION_PATH = "/memfd:" + MEMFD_PREFIX  # how /proc/PID/maps and fd links name a patch region
 
 
 @dataclass
@@ -126,7 +127,7 @@ class AppliedPatch:
 def state_mappings(pid: int) -> list[Mapping]:
     """The read-only state mappings of applied patches (first page of each memfd)."""
     return [m for m in read_maps(pid)
-            if m.path.startswith("/memfd:" + MEMFD_PREFIX) and m.offset == 0 and m.perms.startswith("r--")]
+            if m.path.startswith(REGION_PATH) and m.offset == 0 and m.perms.startswith("r--")]
 
 
 def _read_byte(memory: BinaryIO, address: int) -> int:
